@@ -1,0 +1,180 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Redis is a running redis-server.
+type Redis struct {
+	Port int
+	Dir  string
+
+	bin    string
+	extra  []string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// Addr is host:port.
+func (r *Redis) Addr() string { return fmt.Sprintf("127.0.0.1:%d", r.Port) }
+
+// StartRedis starts redis-server on a free loopback port, with no persistence.
+func StartRedis(dir string, extra ...string) (*Redis, error) {
+	bin, err := lookBin("redis-server")
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	r := &Redis{Port: port, Dir: dir, bin: bin, extra: extra}
+	return r, r.Start()
+}
+
+// Start (re)starts the server on the same port.
+func (r *Redis) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	args := []string{
+		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--dir", r.Dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no",
+		"--logfile", r.Dir + "/redis-" + strconv.Itoa(r.Port) + ".log",
+	}
+	args = append(args, r.extra...)
+	cmd := exec.Command(r.bin, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting redis-server: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	r.cmd, r.exited = cmd, exited
+	return waitTCP(r.Addr(), 20*time.Second, exited)
+}
+
+// Stop kills the server (Redis holds nothing on disk here, so a kill is a stop).
+func (r *Redis) Stop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	<-r.exited
+	r.cmd = nil
+}
+
+// NewRedis starts a server of the test's own, stopped at the end of the test.
+func NewRedis(t testing.TB, extra ...string) *Redis {
+	t.Helper()
+	r, err := StartRedis(t.TempDir(), extra...)
+	if err != nil {
+		Require(t, "starting Redis: %v", err)
+	}
+	t.Cleanup(r.Stop)
+	return r
+}
+
+// RedisCluster is a cluster of masters on loopback.
+type RedisCluster struct {
+	Nodes []*Redis
+}
+
+// Addrs lists the nodes' addresses.
+func (c *RedisCluster) Addrs() []string {
+	out := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.Addr()
+	}
+	return out
+}
+
+// NewRedisCluster starts n masters with cluster mode on and joins them with
+// redis-cli --cluster create.
+func NewRedisCluster(t testing.TB, n int) *RedisCluster {
+	t.Helper()
+	cli, err := lookBin("redis-cli")
+	if err != nil {
+		Require(t, "redis-cli: %v", err)
+	}
+	c := &RedisCluster{}
+	for i := 0; i < n; i++ {
+		dir := t.TempDir()
+		r, err := StartRedis(dir, "--cluster-enabled", "yes", "--cluster-config-file", dir+"/nodes.conf",
+			"--cluster-node-timeout", "5000")
+		if err != nil {
+			Require(t, "starting Redis cluster node: %v", err)
+		}
+		t.Cleanup(r.Stop)
+		c.Nodes = append(c.Nodes, r)
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	out, err := exec.Command(cli, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for _, a := range c.Addrs() {
+			host, port, _ := strings.Cut(a, ":")
+			o, _ := exec.Command(cli, "-h", host, "-p", port, "cluster", "info").Output()
+			if !strings.Contains(string(o), "cluster_state:ok") {
+				ok = false
+			}
+		}
+		if ok {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis cluster did not reach cluster_state:ok")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+var (
+	sharedRedisMu  sync.Mutex
+	sharedRedis    *Redis
+	sharedRedisErr error
+)
+
+// SharedRedis returns one server per test binary. Tests that share it must use
+// key prefixes or databases of their own.
+func SharedRedis(t testing.TB) *Redis {
+	t.Helper()
+	sharedRedisMu.Lock()
+	defer sharedRedisMu.Unlock()
+	if sharedRedis == nil && sharedRedisErr == nil {
+		dir, err := os.MkdirTemp("", "binlogsync-redis-")
+		if err == nil {
+			sharedRedis, err = StartRedis(dir)
+		}
+		sharedRedisErr = err
+	}
+	if sharedRedisErr != nil {
+		Require(t, "starting Redis: %v", sharedRedisErr)
+	}
+	return sharedRedis
+}
+
+func stopSharedRedis() {
+	sharedRedisMu.Lock()
+	defer sharedRedisMu.Unlock()
+	if sharedRedis != nil {
+		sharedRedis.Stop()
+		_ = os.RemoveAll(sharedRedis.Dir)
+		sharedRedis = nil
+	}
+}
