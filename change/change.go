@@ -126,9 +126,10 @@ func (p Position) IsZero() bool { return p.File == "" && p.GTIDSet == "" }
 // batch that completes a transaction carries a Boundary.
 type Batch struct {
 	Changes []Change
-	// Boundary, when set, is the transaction boundary right after the last
-	// change of this batch: once this batch and every batch before it are
-	// durable downstream, Boundary may be checkpointed.
+	// Boundary, when set, is the newest transaction boundary the source
+	// passed up to the end of this batch (changes of a transaction that is
+	// still open may follow it in the batch). Once this batch and every batch
+	// before it are durable downstream, Boundary may be checkpointed.
 	Boundary *Position
 	// EventTime is the binlog timestamp of the newest event read, used for lag.
 	EventTime time.Time

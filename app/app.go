@@ -1,0 +1,442 @@
+// Package app wires configuration, servers and the pipeline together for the
+// binlogsync command. cmd/binlogsync only parses flags and handles signals.
+package app
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/checkpoint"
+	"github.com/binlogsync/binlogsync/config"
+	"github.com/binlogsync/binlogsync/metrics"
+	"github.com/binlogsync/binlogsync/pipeline"
+	"github.com/binlogsync/binlogsync/sink"
+	"github.com/binlogsync/binlogsync/source"
+)
+
+// Exit codes, documented in docs/operations.md.
+const (
+	ExitOK          = 0
+	ExitRuntime     = 1 // an error while running (after start-up)
+	ExitConfig      = 2 // bad configuration
+	ExitServer      = 3 // a server is unreachable, refuses the credentials or is misconfigured
+	ExitBinlogGone  = 4 // the checkpoint's binlog is no longer on the server
+	ExitInterrupted = 0 // SIGINT/SIGTERM: a clean stop
+)
+
+// ExitError carries the process exit code with the message.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+func exitErr(code int, err error) error { return &ExitError{Code: code, Err: err} }
+
+// Options are the command line's overrides.
+type Options struct {
+	// Start, when not zero, overrides the checkpoint (--start-file/--start-pos/--start-gtid).
+	Start config.Start
+	// CheckOnly runs the preflight checks and returns (--check).
+	CheckOnly bool
+	// Registry receives the metrics; nil = a new one.
+	Registry *prometheus.Registry
+	// Ready, when set, is called once the pipeline streams (tests use it).
+	Ready func()
+}
+
+// Run runs the pipeline until ctx ends (a clean stop returns nil) or a
+// fatal error.
+func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) error {
+	if cfg.Transport.Kind != "embedded" || cfg.Role != "all" {
+		return exitErr(ExitConfig, fmt.Errorf("transport.kind %q with role %q is not available in this build; "+
+			"use transport.kind: embedded and role: all", cfg.Transport.Kind, cfg.Role))
+	}
+	startCtx, cancelStart := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelStart()
+
+	db, flavor, err := OpenMySQL(startCtx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	log = log.With(slog.String("flavor", flavor))
+
+	problems, err := source.Preflight(startCtx, db, source.PreflightOptions{Flavor: flavor, ServerID: cfg.MySQL.ServerID, User: cfg.MySQL.User})
+	if err != nil {
+		return exitErr(ExitServer, fmt.Errorf("checking the server settings: %w", err))
+	}
+	if err := reportProblems(log, problems); err != nil {
+		return err
+	}
+
+	rdb, err := OpenRedis(startCtx, cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if opts.CheckOnly {
+		log.Info("all checks passed", slog.String("mysql", cfg.MySQL.Addr), slog.String("redis", redisAddr(cfg)))
+		return nil
+	}
+
+	store, err := OpenCheckpoint(cfg, rdb)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	identity, err := serverIdentity(startCtx, db, flavor)
+	if err != nil {
+		return exitErr(ExitServer, err)
+	}
+	start, err := startPosition(startCtx, cfg, opts, db, flavor, store, identity, log)
+	if err != nil {
+		return err
+	}
+
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	queue := make(chan *change.Batch, cfg.Sink.QueueBatches)
+	m := metrics.New(reg, func() float64 { return float64(len(queue)) })
+
+	snk, err := NewSink(cfg, rdb, log)
+	if err != nil {
+		return exitErr(ExitConfig, err)
+	}
+
+	var ready atomic.Bool
+	if cfg.HTTP.Addr != "" {
+		srv, err := serveHTTP(cfg.HTTP.Addr, reg, &ready, rdb, log)
+		if err != nil {
+			return exitErr(ExitConfig, err)
+		}
+		defer srv.Close()
+	}
+
+	src := source.New(source.Config{
+		Addr:        cfg.MySQL.Addr,
+		User:        cfg.MySQL.User,
+		Password:    cfg.MySQL.Password,
+		Flavor:      flavor,
+		ServerID:    cfg.MySQL.ServerID,
+		TLS:         mysqlTLS(cfg),
+		Heartbeat:   cfg.MySQL.Heartbeat,
+		ReadTimeout: cfg.MySQL.ReadTimeout,
+		UseGTID:     useGTID(cfg, flavor, start),
+		BatchRows:   cfg.Sink.BatchRows,
+		BatchWait:   cfg.Sink.BatchWait,
+		Epoch:       start.Epoch,
+		ServerUUID:  identity,
+		Tables:      cfg.TableSelected,
+		Columns:     columnRules(cfg),
+		Logger:      log.With(slog.String("component", "source")),
+		Metrics:     metrics.SourceAdapter{M: m},
+	}, db)
+
+	ckpt := &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
+		Log: log.With(slog.String("component", "checkpoint"))}
+	ckpt.Start()
+	loop := &pipeline.ApplyLoop{In: queue, Sink: snk, Ckpt: ckpt, MaxRows: cfg.Sink.BatchRows * 2, Metrics: m,
+		Log: log.With(slog.String("component", "sink"))}
+
+	log.Info("streaming", slog.String("file", start.File), slog.Uint64("pos", uint64(start.Pos)),
+		slog.String("gtid_set", start.GTIDSet), slog.Uint64("epoch", uint64(start.Epoch)),
+		slog.String("mysql", cfg.MySQL.Addr), slog.String("redis", redisAddr(cfg)))
+
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+	srcErr := make(chan error, 1)
+	go func() {
+		err := src.Run(srcCtx, start, queue)
+		close(queue) // the apply loop drains what is queued, then returns
+		srcErr <- err
+	}()
+	ready.Store(true)
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+
+	// The apply loop outlives ctx by up to shutdown_timeout, to finish the
+	// batches in flight before the final checkpoint.
+	applyCtx, cancelApply := context.WithCancel(context.Background())
+	defer cancelApply()
+	applyErr := make(chan error, 1)
+	go func() { applyErr <- loop.Run(applyCtx) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping: finishing the batches in flight", slog.Duration("timeout", cfg.ShutdownTimeout))
+		stopSource()
+		timer := time.AfterFunc(cfg.ShutdownTimeout, cancelApply)
+		err := <-applyErr
+		timer.Stop()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			runErr = exitErr(ExitRuntime, err)
+		}
+		<-srcErr
+	case err := <-srcErr:
+		// The source stopped by itself: let the sink apply what it read.
+		if aerr := <-applyErr; aerr != nil {
+			log.Error("applying the queued changes failed", slog.String("error", aerr.Error()))
+		}
+		runErr = classifySourceError(err)
+	case err := <-applyErr:
+		stopSource()
+		<-srcErr
+		runErr = exitErr(ExitRuntime, err)
+	}
+	ready.Store(false)
+	if err := ckpt.Close(); err != nil {
+		log.Error("storing the final checkpoint failed", slog.String("error", err.Error()))
+		if runErr == nil {
+			runErr = exitErr(ExitRuntime, err)
+		}
+	}
+	saved := ckpt.Saved()
+	log.Info("stopped", slog.String("checkpoint_file", saved.File), slog.Uint64("checkpoint_pos", uint64(saved.Pos)))
+	return runErr
+}
+
+func classifySourceError(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	if errors.Is(err, source.ErrBinlogGone) {
+		return exitErr(ExitBinlogGone, err)
+	}
+	return exitErr(ExitRuntime, err)
+}
+
+func reportProblems(log *slog.Logger, problems []source.Problem) error {
+	var fatal []string
+	for _, p := range problems {
+		if p.Fatal {
+			fatal = append(fatal, p.Error())
+		} else {
+			log.Warn(p.Error())
+		}
+	}
+	if len(fatal) > 0 {
+		return exitErr(ExitServer, errors.New(strings.Join(fatal, "\n")))
+	}
+	return nil
+}
+
+// startPosition picks where to start: the command line, else the checkpoint,
+// else the server's current position.
+func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sql.DB, flavor string,
+	store checkpoint.Store, identity string, log *slog.Logger,
+) (change.Position, error) {
+	saved, found, err := store.Load(ctx)
+	if err != nil {
+		return change.Position{}, exitErr(ExitRuntime, fmt.Errorf("loading the checkpoint: %w", err))
+	}
+	explicit := opts.Start
+	if explicit.IsZero() {
+		explicit = cfg.MySQL.Start
+	}
+	var p change.Position
+	switch {
+	case !explicit.IsZero():
+		p = change.Position{File: explicit.File, Pos: max(explicit.Pos, 4), GTIDSet: explicit.GTIDSet}
+		if p.File == "" { // GTID start: file/pos come with the first events
+			cur, err := source.CurrentPosition(ctx, db, flavor)
+			if err != nil {
+				return p, exitErr(ExitServer, err)
+			}
+			p.File, p.Pos = cur.File, 4
+		}
+		log.Info("starting from the position given explicitly", slog.String("file", p.File),
+			slog.Uint64("pos", uint64(p.Pos)), slog.String("gtid_set", p.GTIDSet))
+	case found:
+		p = saved
+		log.Info("resuming from the checkpoint", slog.String("file", p.File), slog.Uint64("pos", uint64(p.Pos)),
+			slog.String("gtid_set", p.GTIDSet))
+	default:
+		p, err = source.CurrentPosition(ctx, db, flavor)
+		if err != nil {
+			return p, exitErr(ExitServer, fmt.Errorf("reading the server's current binlog position: %w", err))
+		}
+		log.Info("no checkpoint: starting from the server's current position", slog.String("file", p.File),
+			slog.Uint64("pos", uint64(p.Pos)))
+	}
+	p.Flavor = flavor
+	if found {
+		p.Epoch = saved.Epoch
+		if saved.ServerUUID != "" && saved.ServerUUID != identity {
+			// Another server (failover): its binlog positions are not comparable
+			// with the old one's, so versions move to a new epoch.
+			p.Epoch = saved.Epoch + 1
+			log.Warn("the server differs from the checkpoint's; starting a new version epoch",
+				slog.String("checkpoint_server", saved.ServerUUID), slog.String("server", identity),
+				slog.Uint64("epoch", uint64(p.Epoch)))
+		}
+	}
+	p.ServerUUID = identity
+	if !useGTID(cfg, flavor, p) {
+		ok, err := source.BinlogAvailable(ctx, db, p.File)
+		if err != nil {
+			return p, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
+		}
+		if !ok {
+			return p, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
+				"server). Changes since then cannot be streamed. Recover by reloading Redis from MySQL: run "+
+				"`reconciler run --config FILE` (bootstrap), or delete the checkpoint (%s) and restart after a "+
+				"full reload; see docs/runbook.md", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
+		}
+	}
+	return p, nil
+}
+
+func checkpointWhere(cfg *config.Config) string {
+	if cfg.Checkpoint.Store == "redis" {
+		return "Redis key " + cfg.Checkpoint.Key
+	}
+	return "file " + cfg.Checkpoint.Path
+}
+
+func useGTID(cfg *config.Config, flavor string, p change.Position) bool {
+	switch cfg.MySQL.GTID {
+	case "on":
+		return p.GTIDSet != ""
+	case "off":
+		return false
+	}
+	// auto: MySQL with GTIDs resumes by GTID (survives failover); MariaDB by
+	// file/position, which needs no gtid_strict_mode.
+	return flavor == "mysql" && p.GTIDSet != "" && p.File == ""
+}
+
+// serverIdentity names the server that writes the binlog, to notice a failover.
+func serverIdentity(ctx context.Context, db *sql.DB, flavor string) (string, error) {
+	var id string
+	q := "SELECT @@server_uuid"
+	if flavor == "mariadb" {
+		q = "SELECT CONCAT('mariadb-server-id:', @@server_id)"
+	}
+	if err := db.QueryRowContext(ctx, q).Scan(&id); err != nil {
+		return "", fmt.Errorf("reading the server identity: %w", err)
+	}
+	return id, nil
+}
+
+func columnRules(cfg *config.Config) func(db, table string) *source.ColumnRule {
+	return func(db, table string) *source.ColumnRule {
+		r := cfg.Rule(db, table)
+		if r == nil {
+			return nil
+		}
+		return &source.ColumnRule{Include: r.Columns.Include, Exclude: r.Columns.Exclude, Rename: r.Columns.Rename}
+	}
+}
+
+func redisAddr(cfg *config.Config) string {
+	if cfg.Redis.Cluster() {
+		return strings.Join(cfg.Redis.Addrs, ",")
+	}
+	return cfg.Redis.Addr
+}
+
+// NewSink builds the Redis applier from the configuration.
+func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) (*sink.Sink, error) {
+	def := sink.TableOptions{Format: sinkFormat(cfg.Sink.Format)}
+	return sink.New(rdb, sink.Options{
+		Prefix:       cfg.Sink.KeyPrefix,
+		Lanes:        cfg.Sink.Lanes,
+		RowsPerCall:  cfg.Sink.RowsPerCall,
+		TombstoneTTL: cfg.Sink.TombstoneTTL,
+		Logger:       log.With(slog.String("component", "sink")),
+		Table: func(t *change.Table) (sink.TableOptions, error) {
+			r := cfg.Rule(t.DB, t.Name)
+			if r == nil {
+				return def, nil
+			}
+			return sink.TableOptions{Format: sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL}, nil
+		},
+	})
+}
+
+func sinkFormat(s string) sink.Format {
+	if s == "json" {
+		return sink.FormatJSON
+	}
+	return sink.FormatHash
+}
+
+// OpenCheckpoint opens the configured checkpoint store.
+func OpenCheckpoint(cfg *config.Config, rdb redis.UniversalClient) (checkpoint.Store, error) {
+	if cfg.Checkpoint.Store == "redis" {
+		return checkpoint.NewRedis(rdb, cfg.Checkpoint.Key), nil
+	}
+	f, err := checkpoint.NewFile(cfg.Checkpoint.Path)
+	if err != nil {
+		return nil, exitErr(ExitConfig, fmt.Errorf("checkpoint.path: %w", err))
+	}
+	return f, nil
+}
+
+func serveHTTP(addr string, reg *prometheus.Registry, ready *atomic.Bool, rdb redis.UniversalClient, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("http.addr %q: cannot listen: %w; pick a free host:port or \"\" to disable", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not streaming", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", slog.String("error", err.Error()))
+		}
+	}()
+	log.Info("http listening", slog.String("addr", ln.Addr().String()))
+	return srv, nil
+}
+
+// NewLogger builds the slog logger the configuration asks for.
+func NewLogger(cfg *config.Config) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
+	hopts := &slog.HandlerOptions{Level: lvl}
+	if cfg.Log.Format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+}

@@ -1,0 +1,185 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/config"
+	"github.com/binlogsync/binlogsync/source"
+)
+
+// OpenMySQL connects a query pool to the source server and resolves the
+// flavor ("auto" is detected).
+func OpenMySQL(ctx context.Context, cfg *config.Config) (*sql.DB, string, error) {
+	mc := mysql.NewConfig()
+	mc.User = cfg.MySQL.User
+	mc.Passwd = cfg.MySQL.Password
+	mc.Net = "tcp"
+	mc.Addr = cfg.MySQL.Addr
+	mc.Timeout = cfg.MySQL.ConnectTimeout
+	mc.ReadTimeout = 5 * time.Minute
+	mc.Params = map[string]string{"time_zone": "'+00:00'", "charset": "utf8mb4"}
+	mc.InterpolateParams = true
+	if t := mysqlTLS(cfg); t != nil {
+		name := "binlogsync"
+		if err := mysql.RegisterTLSConfig(name, t); err != nil {
+			return nil, "", exitErr(ExitConfig, fmt.Errorf("mysql.tls: %w", err))
+		}
+		mc.TLSConfig = name
+	}
+	connector, err := mysql.NewConnector(mc)
+	if err != nil {
+		return nil, "", exitErr(ExitConfig, fmt.Errorf("mysql: %w", err))
+	}
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(8)
+	db.SetConnMaxIdleTime(time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, cfg.MySQL.ConnectTimeout+time.Second)
+	defer cancel()
+	if err := db.PingContext(pctx); err != nil {
+		db.Close()
+		return nil, "", exitErr(ExitServer, source.ExplainConnectError(cfg.MySQL.Addr, cfg.MySQL.User, err))
+	}
+	flavor := cfg.MySQL.Flavor
+	detected, err := source.DetectFlavor(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, "", exitErr(ExitServer, fmt.Errorf("detecting the server flavor: %w", err))
+	}
+	if flavor == "auto" || flavor == "" {
+		flavor = detected
+	} else if flavor != detected {
+		db.Close()
+		return nil, "", exitErr(ExitConfig, fmt.Errorf("mysql.flavor is %q but the server at %s is %s; "+
+			"set mysql.flavor: %s (or auto)", flavor, cfg.MySQL.Addr, detected, detected))
+	}
+	return db, flavor, nil
+}
+
+// mysqlTLS builds the TLS configuration for mysql.tls.mode; nil = no TLS.
+func mysqlTLS(cfg *config.Config) *tls.Config {
+	t := cfg.MySQL.TLS
+	if t.Mode == "" || t.Mode == "disabled" {
+		return nil
+	}
+	host, _, _ := net.SplitHostPort(cfg.MySQL.Addr)
+	c := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+	if t.ServerName != "" {
+		c.ServerName = t.ServerName
+	}
+	if t.CertFile != "" {
+		if cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err == nil {
+			c.Certificates = []tls.Certificate{cert}
+		}
+	}
+	var pool *x509.CertPool
+	if t.CAFile != "" {
+		if pem, err := os.ReadFile(t.CAFile); err == nil {
+			pool = x509.NewCertPool()
+			pool.AppendCertsFromPEM(pem)
+			c.RootCAs = pool
+		}
+	}
+	switch t.Mode {
+	case "preferred", "required":
+		c.InsecureSkipVerify = true
+	case "verify-ca":
+		c.InsecureSkipVerify = true
+		c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			return verifyChain(raw, pool)
+		}
+	}
+	return c
+}
+
+func verifyChain(raw [][]byte, roots *x509.CertPool) error {
+	if len(raw) == 0 {
+		return fmt.Errorf("server sent no certificate")
+	}
+	certs := make([]*x509.Certificate, len(raw))
+	for i, r := range raw {
+		c, err := x509.ParseCertificate(r)
+		if err != nil {
+			return err
+		}
+		certs[i] = c
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
+	return err
+}
+
+// OpenRedis connects to Redis (a cluster when redis.addrs is set) and checks
+// that it answers.
+func OpenRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, error) {
+	r := cfg.Redis
+	var tlsConf *tls.Config
+	if r.TLS.Enabled {
+		tlsConf = &tls.Config{ServerName: r.TLS.ServerName, InsecureSkipVerify: r.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+		if r.TLS.CAFile != "" {
+			pem, err := os.ReadFile(r.TLS.CAFile)
+			if err != nil {
+				return nil, exitErr(ExitConfig, fmt.Errorf("redis.tls.ca_file: %w", err))
+			}
+			tlsConf.RootCAs = x509.NewCertPool()
+			tlsConf.RootCAs.AppendCertsFromPEM(pem)
+		}
+		if r.TLS.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(r.TLS.CertFile, r.TLS.KeyFile)
+			if err != nil {
+				return nil, exitErr(ExitConfig, fmt.Errorf("redis.tls.cert_file/key_file: %w", err))
+			}
+			tlsConf.Certificates = []tls.Certificate{cert}
+		}
+	}
+	var rdb redis.UniversalClient
+	if r.Cluster() {
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs: r.Addrs, Username: r.Username, Password: r.Password, TLSConfig: tlsConf,
+			PoolSize: r.PoolSize, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
+			MaxRedirects: 16, DisableIdentity: true,
+		})
+	} else {
+		rdb = redis.NewClient(&redis.Options{
+			Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB, TLSConfig: tlsConf,
+			PoolSize: r.PoolSize, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
+			DisableIdentity: true,
+		})
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.DialTimeout+2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		rdb.Close()
+		return nil, exitErr(ExitServer, explainRedisError(cfg, err))
+	}
+	return rdb, nil
+}
+
+func explainRedisError(cfg *config.Config, err error) error {
+	msg := err.Error()
+	addr := redisAddr(cfg)
+	switch {
+	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "invalid password"):
+		return fmt.Errorf("redis at %s refused the credentials (%s): check redis.username and redis.password", addr, msg)
+	case strings.Contains(msg, "connection refused"):
+		return fmt.Errorf("redis at %s refused the connection: is Redis running there? check redis.addr", addr)
+	case strings.Contains(msg, "i/o timeout"), strings.Contains(msg, "deadline exceeded"):
+		return fmt.Errorf("redis at %s did not answer within %s: check redis.addr and the network", addr, cfg.Redis.DialTimeout)
+	case strings.Contains(msg, "no such host"):
+		return fmt.Errorf("redis host in %q cannot be resolved: check redis.addr", addr)
+	}
+	return fmt.Errorf("connecting to redis at %s: %w (check redis.addr / redis.addrs)", addr, err)
+}

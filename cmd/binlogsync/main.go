@@ -1,0 +1,62 @@
+// Command binlogsync keeps Redis in step with MySQL/MariaDB by tailing the
+// binlog. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/binlogsync/binlogsync/app"
+	"github.com/binlogsync/binlogsync/config"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("binlogsync", flag.ContinueOnError)
+	cfgPath := fs.String("config", "", "YAML configuration file (keys can be overridden by BINLOGSYNC_* environment variables)")
+	check := fs.Bool("check", false, "check the configuration, the servers' settings and privileges, then exit")
+	startFile := fs.String("start-file", "", "start from this binlog file instead of the checkpoint")
+	startPos := fs.Uint("start-pos", 4, "with --start-file: the byte offset (a transaction boundary)")
+	startGTID := fs.String("start-gtid", "", "start after this GTID set instead of the checkpoint")
+	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets redacted) and exit")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return app.ExitConfig
+	}
+	cfg, err := config.Load(*cfgPath, os.Environ())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "binlogsync: configuration error:", err)
+		return app.ExitConfig
+	}
+	if *printConfig {
+		fmt.Print(cfg.Redacted())
+		return app.ExitOK
+	}
+	log := app.NewLogger(cfg)
+	opts := app.Options{CheckOnly: *check}
+	if *startFile != "" || *startGTID != "" {
+		opts.Start = config.Start{File: *startFile, Pos: uint32(*startPos), GTIDSet: *startGTID}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.Run(ctx, cfg, log, opts); err != nil {
+		code := app.ExitRuntime
+		var ee *app.ExitError
+		if errors.As(err, &ee) {
+			code = ee.Code
+		}
+		log.Error("binlogsync stopped", slog.String("error", err.Error()), slog.Int("exit_code", code))
+		fmt.Fprintln(os.Stderr, "binlogsync:", err)
+		return code
+	}
+	return app.ExitOK
+}

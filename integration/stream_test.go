@@ -1,0 +1,391 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"math/rand"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/internal/testenv"
+)
+
+const usersDDL = "CREATE TABLE users (id INT PRIMARY KEY, name VARCHAR(40), score DECIMAL(10,2), note TEXT NULL, updated DATETIME(6))"
+
+func TestIntegrationTransactionsAndPKChanges(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL, "CREATE TABLE pairs (a INT, b VARCHAR(10), v INT, PRIMARY KEY (a, b))")
+	p := e.start("--config", "../config.example.yaml")
+
+	e.exec(
+		"INSERT INTO users VALUES (1,'ann',1.50,NULL,NOW(6)),(2,'bob',2.00,'x',NOW(6)),(3,'cy',3.25,'',NOW(6))",
+		"BEGIN",
+		"UPDATE users SET score = score * 2, note = NULL WHERE id = 2",
+		"DELETE FROM users WHERE id = 3",
+		"INSERT INTO users VALUES (4,'dee',4.00,'new',NOW(6))",
+		"UPDATE users SET id = 40 WHERE id = 4", // primary-key change inside the transaction
+		"COMMIT",
+		"UPDATE users SET id = 10, name = 'ann2' WHERE id = 1",
+		"INSERT INTO pairs VALUES (1,'x',1),(1,'y',2),(2,'x',3)",
+		"UPDATE pairs SET b = 'z' WHERE a = 1 AND b = 'y'",
+		"DELETE FROM pairs WHERE a = 2",
+		// rolled back: must leave no trace
+		"BEGIN", "INSERT INTO users VALUES (99,'ghost',0,NULL,NOW(6))", "ROLLBACK",
+	)
+	e.waitSame("users", 20*time.Second, nil, "id")
+	e.waitSame("pairs", 20*time.Second, nil, "a", "b")
+
+	got, _ := e.snapshotRedis("users")
+	for _, gone := range []string{"1", "3", "4", "99"} {
+		if _, ok := got[e.db+":users:"+gone]; ok {
+			t.Errorf("key for id %s should not exist", gone)
+		}
+	}
+	if v := got[e.db+":users:2"]; v["note"] != "" || len(v) != 4 {
+		t.Errorf("id 2 should have note absent (NULL): %v", v)
+	}
+	if code := p.stop(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+	if !strings.Contains(p.Log(), "msg=stopped") {
+		t.Errorf("no orderly stop in the log")
+	}
+	raw, err := os.ReadFile(e.ckpt)
+	if err != nil || !strings.Contains(string(raw), "mariadb-bin.") {
+		t.Fatalf("checkpoint not written on stop: %q %v", raw, err)
+	}
+}
+
+// loadGen writes random inserts, updates (to and from NULL), deletes and
+// primary-key changes in multi-statement transactions until stopped.
+type loadGen struct {
+	e     *env
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	txs   int
+	errs  []error
+	maxID int
+}
+
+func startLoad(e *env, workers int) *loadGen {
+	g := &loadGen{e: e, stop: make(chan struct{}), maxID: 2000}
+	for w := 0; w < workers; w++ {
+		g.wg.Add(1)
+		go g.run(int64(w))
+	}
+	return g
+}
+
+func (g *loadGen) run(seed int64) {
+	defer g.wg.Done()
+	r := rand.New(rand.NewSource(seed + time.Now().UnixNano()))
+	for {
+		select {
+		case <-g.stop:
+			return
+		default:
+		}
+		tx, err := g.e.sqldb.Begin()
+		if err != nil {
+			g.fail(err)
+			return
+		}
+		n := 1 + r.Intn(5)
+		for i := 0; i < n; i++ {
+			id := r.Intn(g.maxID)
+			var q string
+			switch r.Intn(6) {
+			case 0, 1:
+				q = fmt.Sprintf("INSERT INTO users VALUES (%d,'n%d',%d.%02d,NULL,NOW(6)) ON DUPLICATE KEY UPDATE name=VALUES(name), score=score+1", id, r.Intn(1000), r.Intn(1000), r.Intn(100))
+			case 2:
+				q = fmt.Sprintf("UPDATE users SET note = IF(note IS NULL, 'note %d', NULL), updated = NOW(6) WHERE id = %d", r.Intn(100), id)
+			case 3:
+				q = fmt.Sprintf("DELETE FROM users WHERE id = %d", id)
+			case 4:
+				q = fmt.Sprintf("UPDATE IGNORE users SET id = %d WHERE id = %d", r.Intn(g.maxID), id)
+			case 5:
+				q = fmt.Sprintf("UPDATE users SET score = score + 1 WHERE id BETWEEN %d AND %d", id, id+20)
+			}
+			if _, err := tx.Exec(q); err != nil {
+				_ = tx.Rollback()
+				if strings.Contains(err.Error(), "Deadlock") || strings.Contains(err.Error(), "Lock wait") {
+					goto next
+				}
+				g.fail(fmt.Errorf("%s: %w", q, err))
+				return
+			}
+		}
+		if err := tx.Commit(); err != nil {
+			g.fail(err)
+			return
+		}
+		g.mu.Lock()
+		g.txs++
+		g.mu.Unlock()
+	next:
+	}
+}
+
+func (g *loadGen) fail(err error) {
+	g.mu.Lock()
+	g.errs = append(g.errs, err)
+	g.mu.Unlock()
+}
+
+func (g *loadGen) finish(t *testing.T) int {
+	t.Helper()
+	close(g.stop)
+	g.wg.Wait()
+	if len(g.errs) > 0 {
+		t.Fatalf("load generator: %v", g.errs[0])
+	}
+	return g.txs
+}
+
+func TestIntegrationKill9Restart(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	e.extra["BINLOGSYNC_SINK_BATCH_ROWS"] = "200"
+	p := e.start("--config", "../config.example.yaml")
+	load := startLoad(e, 3)
+	r := rand.New(rand.NewSource(1))
+	for i := 0; i < 5; i++ {
+		time.Sleep(time.Duration(300+r.Intn(700)) * time.Millisecond)
+		p.kill9(t)
+		time.Sleep(time.Duration(r.Intn(300)) * time.Millisecond)
+		p = e.start("--config", "../config.example.yaml")
+	}
+	txs := load.finish(t)
+	e.waitSame("users", 60*time.Second, nil, "id")
+	t.Logf("%d transactions under 5 kill -9 restarts; Redis equals MySQL", txs)
+	if txs < 50 {
+		t.Fatalf("only %d transactions ran; the test did not exercise much", txs)
+	}
+	p.stop(t, 15*time.Second)
+}
+
+func TestIntegrationRestartFromOlderCheckpointLeavesNoStaleValue(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO users VALUES (1,'v1',1,NULL,NOW(6)),(2,'keep',2,NULL,NOW(6)),(3,'del',3,NULL,NOW(6))")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	p.stop(t, 15*time.Second)
+	old, err := os.ReadFile(e.ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = e.start("--config", "../config.example.yaml")
+	e.exec("UPDATE users SET name = 'v2' WHERE id = 1", "DELETE FROM users WHERE id = 3", "UPDATE users SET name='v3' WHERE id = 1")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	_, versionsBefore := e.snapshotRedis("users")
+	p.stop(t, 15*time.Second)
+
+	// Roll the checkpoint back: the updates and the delete are replayed.
+	if err := os.WriteFile(e.ckpt, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO users VALUES (5,'after',5,NULL,NOW(6))") // proves the replay was passed
+	e.waitSame("users", 20*time.Second, nil, "id")
+	got, versionsAfter := e.snapshotRedis("users")
+	if got[e.db+":users:1"]["name"] != "v3" {
+		t.Fatalf("replay left a stale value: %v", got[e.db+":users:1"])
+	}
+	for k, v := range versionsBefore {
+		if versionsAfter[k] != v {
+			t.Errorf("%s version changed on replay: %s -> %s (replays must be skipped)", k, v, versionsAfter[k])
+		}
+	}
+	if p.metric(t, "binlogsync_rows_fenced_total") < 3 {
+		t.Errorf("expected the replayed changes to be counted as fenced")
+	}
+	p.stop(t, 15*time.Second)
+}
+
+func TestIntegrationRedisDown10s(t *testing.T) {
+	my := testenv.SharedMariaDB(t)
+	// appendfsync always: what Redis acknowledged survives its kill.
+	rd := testenv.NewRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	e := newEnv(t, my, rd)
+	e.exec(usersDDL)
+	p := e.start("--config", "../config.example.yaml")
+	load := startLoad(e, 2)
+	time.Sleep(time.Second)
+	rd.Stop()
+	time.Sleep(10 * time.Second)
+	if err := rd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	txs := load.finish(t)
+	e.waitSame("users", 60*time.Second, nil, "id")
+	if p.metric(t, "binlogsync_redis_retries_total") == 0 {
+		t.Errorf("no Redis retries counted while Redis was down")
+	}
+	select {
+	case <-p.done:
+		t.Fatalf("binlogsync exited while Redis was down:\n%s", tail(p.Log(), 3000))
+	default:
+	}
+	t.Logf("%d transactions with Redis down for 10 s; nothing lost", txs)
+	p.stop(t, 15*time.Second)
+}
+
+func TestIntegrationDDLMidStream(t *testing.T) {
+	for _, meta := range []string{"FULL", "MINIMAL"} {
+		t.Run("binlog_row_metadata="+meta, func(t *testing.T) {
+			var my *testenv.MariaDB
+			if meta == "FULL" {
+				my = testenv.SharedMariaDB(t)
+			} else {
+				my = testenv.NewMariaDB(t, testenv.MariaDBOptions{ExtraArgs: []string{"--binlog-row-metadata=MINIMAL"}})
+			}
+			e := newEnv(t, my, testenv.NewRedis(t))
+			e.exec("CREATE TABLE t (id INT PRIMARY KEY, a VARCHAR(10), b INT)")
+			p := e.start("--config", "../config.example.yaml")
+			e.exec("INSERT INTO t VALUES (1,'a1',10),(2,'a2',20)")
+			e.waitSame("t", 20*time.Second, nil, "id")
+			e.exec(
+				"ALTER TABLE t ADD COLUMN c VARCHAR(10) DEFAULT 'cdef'",
+				"INSERT INTO t VALUES (3,'a3',30,'c3')",
+				"UPDATE t SET b = 11 WHERE id = 1",
+				"ALTER TABLE t DROP COLUMN a",
+				"INSERT INTO t VALUES (4,40,'c4')",
+				"UPDATE t SET c = 'c2' WHERE id = 2",
+				"ALTER TABLE t RENAME COLUMN b TO bb",
+				"INSERT INTO t VALUES (5,50,'c5')",
+				"UPDATE t SET bb = 31 WHERE id = 3",
+			)
+			// Rows written before a DDL keep the old shape until they change
+			// again (Redis holds what the binlog said); touch them all so the
+			// final state must have the new shape everywhere.
+			e.exec("UPDATE t SET bb = bb + 1")
+			e.waitSame("t", 30*time.Second, nil, "id")
+			p.stop(t, 15*time.Second)
+		})
+	}
+}
+
+func TestIntegrationBinlogGone(t *testing.T) {
+	my := testenv.NewMariaDB(t, testenv.MariaDBOptions{})
+	e := newEnv(t, my, testenv.NewRedis(t))
+	e.exec("CREATE TABLE t (id INT PRIMARY KEY)")
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO t VALUES (1)")
+	e.waitSame("t", 20*time.Second, nil, "id")
+	p.stop(t, 15*time.Second)
+	e.exec("FLUSH BINARY LOGS", "INSERT INTO t VALUES (2)", "FLUSH BINARY LOGS")
+	var last string
+	rows, err := e.sqldb.Query("SHOW BINARY LOGS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var name string
+		var size any
+		cols, _ := rows.Columns()
+		dest := []any{&name, &size}
+		for len(dest) < len(cols) {
+			dest = append(dest, new(any))
+		}
+		if err := rows.Scan(dest...); err != nil {
+			t.Fatal(err)
+		}
+		last = name
+	}
+	rows.Close()
+	e.exec("PURGE BINARY LOGS TO '" + last + "'")
+	p = e.spawn("--config", "../config.example.yaml")
+	code := p.wait(t, 30*time.Second)
+	if code != 4 {
+		t.Fatalf("exit code = %d, want 4 (binlog gone)\n%s", code, p.Log())
+	}
+	for _, want := range []string{"is not in SHOW BINARY LOGS", "reconciler run", "docs/runbook.md"} {
+		if !strings.Contains(p.Log(), want) {
+			t.Errorf("the message should mention %q:\n%s", want, p.Log())
+		}
+	}
+	got, _ := e.snapshotRedis("t")
+	if len(got) != 1 {
+		t.Errorf("nothing should have been applied after the gap, Redis has %d keys", len(got))
+	}
+}
+
+func TestIntegrationBadStart(t *testing.T) {
+	e := sharedEnv(t)
+	cases := []struct {
+		name string
+		env  map[string]string
+		code int
+		want string
+	}{
+		{"wrong password", map[string]string{"BINLOGSYNC_MYSQL_PASSWORD": "nope"}, 3, "mysql.password"},
+		{"closed port", map[string]string{"BINLOGSYNC_MYSQL_ADDR": "127.0.0.1:1"}, 3, "mysql.addr"},
+		{"unknown key", map[string]string{"BINLOGSYNC_MYSQL_ADRESS": "x"}, 2, "BINLOGSYNC_MYSQL_ADRESS"},
+		{"bad flavor", map[string]string{"BINLOGSYNC_MYSQL_FLAVOR": "oracle"}, 2, "mysql.flavor"},
+		{"redis down", map[string]string{"BINLOGSYNC_REDIS_ADDR": "127.0.0.1:1"}, 3, "redis.addr"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			saved := e.extra
+			e.extra = c.env
+			defer func() { e.extra = saved }()
+			p := e.spawn("--config", "../config.example.yaml")
+			code := p.wait(t, 30*time.Second)
+			if code != c.code {
+				t.Fatalf("exit code = %d, want %d\n%s", code, c.code, p.Log())
+			}
+			if !strings.Contains(p.Log(), c.want) {
+				t.Fatalf("message should name %q:\n%s", c.want, p.Log())
+			}
+			if strings.Contains(p.Log(), "nope") && c.name == "wrong password" {
+				t.Fatalf("the password leaked into the output:\n%s", p.Log())
+			}
+		})
+	}
+}
+
+func TestIntegrationLagAndMetrics(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO users VALUES (1,'a',1,NULL,NOW(6))", "UPDATE users SET name='b' WHERE id=1")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	if got := p.metric(t, "binlogsync_rows_applied_total"); got < 2 {
+		t.Errorf("binlogsync_rows_applied_total = %v, want >= 2", got)
+	}
+	time.Sleep(1500 * time.Millisecond) // heartbeats every 200ms while idle
+	if lag := p.metric(t, "binlogsync_replication_lag_seconds"); lag > 1.5 {
+		t.Errorf("lag on an idle, caught-up server = %vs, want about 0", lag)
+	}
+	p.stop(t, 15*time.Second)
+	raw, _ := os.ReadFile(e.ckpt)
+	if !strings.Contains(string(raw), `"pos"`) {
+		t.Fatalf("bad checkpoint %s", raw)
+	}
+}
+
+func TestIntegrationVersionsOnlyGrow(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO users VALUES (1,'a',1,NULL,NOW(6))")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	_, v1 := e.snapshotRedis("users")
+	e.exec("UPDATE users SET name='b' WHERE id=1")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	_, v2 := e.snapshotRedis("users")
+	a, err1 := change.ParseVersion(v1[e.db+":users:1"])
+	b, err2 := change.ParseVersion(v2[e.db+":users:1"])
+	if err1 != nil || err2 != nil || !a.Less(b) {
+		t.Fatalf("versions must grow: %v (%v) then %v (%v)", a, err1, b, err2)
+	}
+	_ = context.Background()
+	p.stop(t, 15*time.Second)
+}

@@ -1,0 +1,200 @@
+// Package pipeline connects the pieces: it applies batches from a transport to
+// Redis and advances the checkpoint over what is applied.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/checkpoint"
+	"github.com/binlogsync/binlogsync/metrics"
+	"github.com/binlogsync/binlogsync/sink"
+)
+
+// Applier writes changes to Redis; *sink.Sink is one.
+type Applier interface {
+	Apply(ctx context.Context, changes []change.Change) (sink.Stats, error)
+}
+
+// Checkpointer stores the newest applied boundary, at most every Interval,
+// and once more on Close. A boundary is only ever offered to it after every
+// change before it has been applied (SPEC section 4).
+type Checkpointer struct {
+	Store    checkpoint.Store
+	Interval time.Duration
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+
+	mu      sync.Mutex
+	latest  change.Position
+	saved   change.Position
+	kick    chan struct{}
+	done    chan struct{}
+	stopped chan struct{}
+	errOnce sync.Once
+	err     error
+}
+
+// Start begins periodic saving.
+func (c *Checkpointer) Start() {
+	if c.Interval <= 0 {
+		c.Interval = time.Second
+	}
+	c.kick = make(chan struct{}, 1)
+	c.done = make(chan struct{})
+	c.stopped = make(chan struct{})
+	go c.loop()
+}
+
+// Advance offers a boundary whose preceding changes are all applied.
+func (c *Checkpointer) Advance(p change.Position) {
+	c.mu.Lock()
+	c.latest = p
+	c.mu.Unlock()
+}
+
+func (c *Checkpointer) loop() {
+	defer close(c.stopped)
+	t := time.NewTicker(c.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-c.done:
+			return
+		}
+		if err := c.save(context.Background()); err != nil {
+			c.Log.Error("storing the checkpoint failed; will retry", slog.String("error", err.Error()))
+		}
+	}
+}
+
+func (c *Checkpointer) save(ctx context.Context) error {
+	c.mu.Lock()
+	p := c.latest
+	c.mu.Unlock()
+	if p.IsZero() || p == c.saved {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.Store.Save(ctx, p); err != nil {
+		if c.Metrics != nil {
+			c.Metrics.Errors.WithLabelValues("checkpoint").Inc()
+		}
+		return fmt.Errorf("storing checkpoint %s:%d: %w", p.File, p.Pos, err)
+	}
+	c.saved = p
+	if c.Metrics != nil {
+		c.Metrics.CheckpointSaved(p)
+	}
+	return nil
+}
+
+// Close stops periodic saving and stores the newest boundary once more.
+func (c *Checkpointer) Close() error {
+	close(c.done)
+	<-c.stopped
+	return c.save(context.Background())
+}
+
+// Saved is the newest stored boundary.
+func (c *Checkpointer) Saved() change.Position { return c.saved }
+
+// ApplyLoop takes batches from in, coalescing those already waiting up to
+// MaxRows, applies them and advances the checkpointer over them.
+type ApplyLoop struct {
+	In      <-chan *change.Batch
+	Sink    Applier
+	Ckpt    *Checkpointer
+	MaxRows int
+	Metrics *metrics.Metrics
+	Log     *slog.Logger
+}
+
+// Run applies until in is closed (returns nil) or ctx ends or applying fails.
+// On ctx end, the batch in flight is abandoned (it was not checkpointed, so
+// it is re-read on restart).
+func (l *ApplyLoop) Run(ctx context.Context) error {
+	if l.MaxRows <= 0 {
+		l.MaxRows = 4096
+	}
+	var changes []change.Change
+	for {
+		var first *change.Batch
+		select {
+		case b, ok := <-l.In:
+			if !ok {
+				return nil
+			}
+			first = b
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		changes = changes[:0]
+		boundary, eventTime, closed := l.gather(first, &changes)
+		if err := l.apply(ctx, changes); err != nil {
+			return err
+		}
+		if l.Metrics != nil {
+			l.Metrics.Applied(eventTime)
+		}
+		if boundary != nil {
+			l.Ckpt.Advance(*boundary)
+		}
+		clear(changes) // let the batch's rows be collected
+		if closed {
+			return nil
+		}
+	}
+}
+
+// gather appends first and the batches already waiting (up to MaxRows rows).
+func (l *ApplyLoop) gather(first *change.Batch, changes *[]change.Change) (*change.Position, time.Time, bool) {
+	boundary, eventTime := first.Boundary, first.EventTime
+	*changes = append(*changes, first.Changes...)
+	for len(*changes) < l.MaxRows {
+		select {
+		case b, ok := <-l.In:
+			if !ok {
+				return boundary, eventTime, true
+			}
+			*changes = append(*changes, b.Changes...)
+			if b.Boundary != nil {
+				boundary = b.Boundary
+			}
+			eventTime = b.EventTime
+		default:
+			return boundary, eventTime, false
+		}
+	}
+	return boundary, eventTime, false
+}
+
+func (l *ApplyLoop) apply(ctx context.Context, changes []change.Change) error {
+	if len(changes) == 0 {
+		return nil
+	}
+	start := time.Now()
+	st, err := l.Sink.Apply(ctx, changes)
+	if err != nil {
+		if l.Metrics != nil && !errors.Is(err, context.Canceled) {
+			l.Metrics.Errors.WithLabelValues("sink").Inc()
+		}
+		return fmt.Errorf("applying %d changes to Redis: %w", len(changes), err)
+	}
+	if l.Metrics != nil {
+		l.Metrics.ApplyDuration.Observe(time.Since(start).Seconds())
+		l.Metrics.Batches.Inc()
+		l.Metrics.BatchRows.Observe(float64(len(changes)))
+		l.Metrics.RowsSkipped.Add(float64(st.Skipped))
+		l.Metrics.RedisRetries.Add(float64(st.Retries))
+		l.Metrics.ObserveApplied(changes)
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package sink
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// applyScript applies a run of rows that all live in one cluster slot.
+//
+// KEYS holds pairs: row key, tombstone key. ARGV[1] is the tombstone TTL in milliseconds; then, per row:
+// op, version, TTL in milliseconds (0 = none), n, and n more arguments:
+//
+//	"wh"  write a hash: n/2 field/value pairs
+//	"wj"  write a JSON document: n = 1, the document
+//	"dh"  delete a hash-format row: n = 0
+//	"dj"  delete a JSON-format row: n = 0
+//
+// It returns one reply per row: 1 written, 2 deleted, 0 skipped by the fence (not newer than the stored
+// version), or a string holding the error of that row (WRONGTYPE, for example). Reads go through pcall so that
+// one bad key cannot abort the other rows; the writes after them cannot fail on a key's type.
+//
+// Versions are compared as Lua strings: equal-length lower-case hex text orders like the versions.
+const applyScript = `
+local res = {}
+local tombttl = ARGV[1]
+local a = 2
+for i = 1, #KEYS, 2 do
+  local key, tomb = KEYS[i], KEYS[i + 1]
+  local op, ver, ttl, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local first, last = a + 4, a + 3 + n
+  a = last + 1
+  local hash = string.sub(op, 2, 2) == 'h'
+  local cur
+  if hash then
+    cur = redis.pcall('HGET', key, '_v')
+  else
+    cur = redis.pcall('GETRANGE', key, 0, 34)
+    if type(cur) == 'string' then
+      if string.sub(cur, 1, 7) == '{"_v":"' then cur = string.sub(cur, 8, 35) else cur = false end
+    end
+  end
+  local hadtomb = false
+  if cur == false then
+    cur = redis.pcall('GET', tomb)
+    hadtomb = cur ~= false
+  end
+  if type(cur) == 'table' then
+    res[#res + 1] = tostring(cur.err or cur)
+  elseif cur and ver <= cur then
+    res[#res + 1] = 0
+  elseif string.sub(op, 1, 1) == 'd' then
+    redis.call('DEL', key)
+    redis.call('SET', tomb, ver, 'PX', tombttl)
+    res[#res + 1] = 2
+  else
+    if hash then
+      redis.call('DEL', key)
+      local j = first
+      repeat
+        redis.call('HSET', key, '_v', ver, unpack(ARGV, j, math.min(j + 999, last)))
+        j = j + 1000
+      until j > last
+      if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
+    elseif ttl ~= '0' then
+      redis.call('SET', key, ARGV[first], 'PX', ttl)
+    else
+      redis.call('SET', key, ARGV[first])
+    end
+    if hadtomb then redis.call('DEL', tomb) end
+    res[#res + 1] = 1
+  end
+end
+return res
+`
+
+var script = redis.NewScript(applyScript)
+
+// Script results per row.
+const (
+	resSkipped = 0
+	resWritten = 1
+	resDeleted = 2
+)
+
+// buildCall renders the KEYS and ARGV of one script call over ops[call[0]], ops[call[1]], ...
+func (s *Sink) buildCall(ops []op, call []int32) ([]string, []any) {
+	keys := make([]string, 0, 2*len(call))
+	args := make([]any, 1, 1+len(call)*12)
+	args[0] = s.tombTTL
+	for _, k := range call {
+		o := &ops[k]
+		keys = append(keys, o.key, tombstoneKey(o.key, int(o.slot)))
+		ver := o.ver.String()
+		ts := o.ts
+		switch {
+		case o.row == nil && ts.format == FormatJSON:
+			args = append(args, "dj", ver, 0, 0)
+		case o.row == nil:
+			args = append(args, "dh", ver, 0, 0)
+		case ts.format == FormatJSON:
+			args = append(args, "wj", ver, ts.ttl, 1, appendJSON(nil, ts.table.Columns, o.row, o.ver))
+		default:
+			n := 0
+			for _, v := range o.row {
+				if v != nil {
+					n++
+				}
+			}
+			args = append(args, "wh", ver, ts.ttl, 2*n)
+			for c, v := range o.row {
+				if v != nil {
+					args = append(args, ts.table.Columns[c], v)
+				}
+			}
+		}
+	}
+	return keys, args
+}
+
+// collect records the script's replies for call into res.
+func collect(ops []op, call []int32, replies []any, res *laneResult) error {
+	if len(replies) != len(call) {
+		return fmt.Errorf("applying script: got %d replies for %d rows", len(replies), len(call))
+	}
+	for i, r := range replies {
+		o := &ops[call[i]]
+		switch r := r.(type) {
+		case int64:
+			switch r {
+			case resSkipped:
+				res.stats.Skipped++
+			case resWritten:
+				res.stats.Written++
+			case resDeleted:
+				res.stats.Deleted++
+			default:
+				return fmt.Errorf("applying script: unexpected reply %d for key %q", r, o.key)
+			}
+		case string:
+			res.rowErrs = append(res.rowErrs, o.rowError(errors.New(r)))
+		default:
+			return fmt.Errorf("applying script: unexpected reply %T for key %q", r, o.key)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,525 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
+)
+
+// ErrConfig marks a configuration error: a bad key template, a column that collides with metadata, bad options.
+// Retrying does not help; the operator has to fix the configuration.
+var ErrConfig = errors.New("sink configuration error")
+
+// Defaults of Options.
+const (
+	DefaultLanes        = 2
+	DefaultRowsPerCall  = 100
+	DefaultTombstoneTTL = 24 * time.Hour
+)
+
+// Bounds of the retry backoff.
+const (
+	minBackoff = 50 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
+
+// maxRowsPerPipeline bounds the rows one pipeline round trip of one lane carries, and so the memory the rendered
+// arguments take.
+const maxRowsPerPipeline = 4096
+
+// TableOptions are the per-table settings.
+type TableOptions struct {
+	// Format is how the row is stored (default FormatHash).
+	Format Format
+	// KeyTemplate replaces DefaultKeyTemplate when not empty (see the package documentation).
+	KeyTemplate string
+	// TTL, when positive, is set on the row key on every write of the row (default 0: no expiry).
+	TTL time.Duration
+}
+
+// Options configure a Sink. The zero value is valid.
+type Options struct {
+	// Prefix is prepended to every row key (default "").
+	Prefix string
+	// Lanes is the number of pipelines run in parallel (default DefaultLanes). Changes are spread over the lanes
+	// by key, so the changes of one key stay in one lane, in order.
+	Lanes int
+	// RowsPerCall is the number of rows one script call applies (default DefaultRowsPerCall). On a cluster a call
+	// only takes rows of one slot, so calls may be smaller.
+	RowsPerCall int
+	// TombstoneTTL is how long a delete's tombstone is kept (default DefaultTombstoneTTL). A change older than a
+	// delete that is replayed after its tombstone expired brings the row back.
+	TombstoneTTL time.Duration
+	// Table returns the options of a table; nil gives every table the zero TableOptions. It is called once per
+	// table (per change.Table value); an error is a configuration error.
+	Table func(t *change.Table) (TableOptions, error)
+	// DeadLetter receives the changes that Redis refused for a reason of their own (a key holding another type,
+	// for example), after the rest of the batch is applied. It is called from Apply's goroutine, in change
+	// order, once per change. When nil, Apply returns such failures as an error. An error from DeadLetter is
+	// returned by Apply.
+	DeadLetter func(ctx context.Context, c change.Change, reason error) error
+	// Logger receives retry warnings (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Stats counts what one Apply or Write did. A primary-key change counts one delete and one write.
+type Stats struct {
+	Written      int // rows written
+	Deleted      int // rows deleted (tombstone written)
+	Skipped      int // writes and deletes skipped by the fence: not newer than the stored version
+	DeadLettered int // changes handed to Options.DeadLetter
+	Retries      int // pipeline rounds retried after transport errors
+}
+
+func (s *Stats) add(o Stats) {
+	s.Written += o.Written
+	s.Deleted += o.Deleted
+	s.Skipped += o.Skipped
+	s.DeadLettered += o.DeadLettered
+	s.Retries += o.Retries
+}
+
+// RowError is the failure of one row that Redis refused, such as WRONGTYPE.
+type RowError struct {
+	Table   string // "db.table"
+	Key     string
+	Version change.Version
+	Err     error
+}
+
+func (e *RowError) Error() string {
+	return fmt.Sprintf("applying %s key %q at version %s: %v", e.Table, e.Key, e.Version, e.Err)
+}
+
+func (e *RowError) Unwrap() error { return e.Err }
+
+// Sink applies changes to Redis. It is safe for concurrent use, but changes of one row must be applied by one
+// Apply call at a time, in order.
+type Sink struct {
+	rdb     redis.UniversalClient
+	cluster bool
+	opts    Options
+	log     *slog.Logger
+	tombTTL int64 // milliseconds
+
+	mu     sync.Mutex
+	tables map[string]*tableState // by Table.FullName
+}
+
+// tableState is what a Sink derived from one change.Table.
+type tableState struct {
+	table  *change.Table
+	format Format
+	segs   []segment
+	ttl    int64 // milliseconds, 0 = none
+}
+
+// New returns a Sink writing through rdb, a *redis.Client or a *redis.ClusterClient.
+func New(rdb redis.UniversalClient, opts Options) (*Sink, error) {
+	s := &Sink{rdb: rdb, opts: opts, log: opts.Logger, tables: make(map[string]*tableState)}
+	switch rdb.(type) {
+	case *redis.ClusterClient:
+		s.cluster = true
+	case *redis.Ring:
+		return nil, fmt.Errorf("%w: a redis.Ring is not supported (use a standalone Redis or a Redis Cluster)", ErrConfig)
+	}
+	if opts.Lanes < 0 || opts.RowsPerCall < 0 || opts.TombstoneTTL < 0 {
+		return nil, fmt.Errorf("%w: Lanes, RowsPerCall and TombstoneTTL must not be negative", ErrConfig)
+	}
+	if s.opts.Lanes == 0 {
+		s.opts.Lanes = DefaultLanes
+	}
+	if s.opts.RowsPerCall == 0 {
+		s.opts.RowsPerCall = DefaultRowsPerCall
+	}
+	if s.opts.TombstoneTTL == 0 {
+		s.opts.TombstoneTTL = DefaultTombstoneTTL
+	}
+	s.tombTTL = max(1, s.opts.TombstoneTTL.Milliseconds())
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s, nil
+}
+
+// CheckTable reports a configuration error of t (key template, metadata collisions, table options) without
+// writing anything. Apply checks the same on a table's first change.
+func (s *Sink) CheckTable(t *change.Table) error {
+	_, err := s.table(t)
+	return err
+}
+
+func (s *Sink) table(t *change.Table) (*tableState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ts := s.tables[t.FullName()]; ts != nil && ts.table == t {
+		return ts, nil
+	}
+	var to TableOptions
+	if s.opts.Table != nil {
+		var err error
+		if to, err = s.opts.Table(t); err != nil {
+			return nil, fmt.Errorf("%w: options of table %s: %w", ErrConfig, t.FullName(), err)
+		}
+	}
+	if to.Format != FormatHash && to.Format != FormatJSON {
+		return nil, fmt.Errorf("%w: table %s: unknown format %v", ErrConfig, t.FullName(), to.Format)
+	}
+	if to.TTL < 0 {
+		return nil, fmt.Errorf("%w: table %s: negative TTL %v", ErrConfig, t.FullName(), to.TTL)
+	}
+	seen := make(map[string]bool, len(t.Columns))
+	for _, c := range t.Columns {
+		if slices.Contains(metadataFields, c) {
+			return nil, fmt.Errorf("%w: table %s: column %q collides with the metadata field of the same name (rename the column)",
+				ErrConfig, t.FullName(), c)
+		}
+		if seen[c] {
+			return nil, fmt.Errorf("%w: table %s: two columns are named %q", ErrConfig, t.FullName(), c)
+		}
+		seen[c] = true
+	}
+	segs, err := parseTemplate(t, to.KeyTemplate)
+	if err != nil {
+		return nil, err
+	}
+	ts := &tableState{table: t, format: to.Format, segs: segs}
+	if to.TTL > 0 {
+		ts.ttl = max(1, to.TTL.Milliseconds())
+	}
+	s.tables[t.FullName()] = ts
+	return ts, nil
+}
+
+// Key returns the key of row of table t.
+func (s *Sink) Key(t *change.Table, row change.Row) (string, error) {
+	ts, err := s.table(t)
+	if err != nil {
+		return "", err
+	}
+	return renderKey(s.opts.Prefix, ts.segs, t, row)
+}
+
+// op is one fenced operation on one key.
+type op struct {
+	ts   *tableState
+	row  change.Row // nil deletes
+	key  string
+	ver  change.Version
+	src  int // index of the change or Write it comes from
+	slot uint16
+}
+
+func (o *op) rowError(err error) rowError {
+	return rowError{src: o.src, err: &RowError{Table: o.ts.table.FullName(), Key: o.key, Version: o.ver, Err: err}}
+}
+
+type rowError struct {
+	src int
+	err error
+}
+
+// Apply writes changes in order (the changes of one row keep their order), retrying transport errors with
+// backoff until they succeed or ctx ends. It returns when every change is applied or skipped by the fence; rows
+// that Redis refuses go to Options.DeadLetter (or make Apply return an error once the rest is applied).
+// A configuration error (see ErrConfig) is returned before anything is written.
+func (s *Sink) Apply(ctx context.Context, changes []change.Change) (Stats, error) {
+	ops := make([]op, 0, len(changes))
+	var rowErrs []rowError
+	for i := range changes {
+		c := &changes[i]
+		ts, err := s.table(c.Table)
+		if err != nil {
+			return Stats{}, fmt.Errorf("applying changes of %s: %w", c.Table.FullName(), err)
+		}
+		fail := func(key string, err error) {
+			rowErrs = append(rowErrs, rowError{src: i, err: &RowError{Table: c.Table.FullName(), Key: key, Version: c.Version, Err: err}})
+		}
+		switch c.Op {
+		case change.Insert, change.Update:
+			key, err := renderKey(s.opts.Prefix, ts.segs, c.Table, c.After)
+			if err != nil {
+				fail("", err)
+				continue
+			}
+			if c.Op == change.Update && c.Before != nil && !c.Table.SamePK(c.Before, c.After) {
+				old, err := renderKey(s.opts.Prefix, ts.segs, c.Table, c.Before)
+				if err != nil {
+					fail("", err)
+					continue
+				}
+				if old != key { // keys of different primary keys can only be equal if values contain ':'
+					ops = append(ops, s.newOp(ts, nil, old, c.Version, i))
+				}
+			}
+			ops = append(ops, s.newOp(ts, c.After, key, c.Version, i))
+		case change.Delete:
+			key, err := renderKey(s.opts.Prefix, ts.segs, c.Table, c.Before)
+			if err != nil {
+				fail("", err)
+				continue
+			}
+			ops = append(ops, s.newOp(ts, nil, key, c.Version, i))
+		default:
+			fail("", fmt.Errorf("unknown operation %v", c.Op))
+		}
+	}
+	return s.run(ctx, ops, rowErrs, func(i int) change.Change { return changes[i] })
+}
+
+// Write is one fenced operation on one row key, for callers that hold keys rather than changes (the reconciler).
+type Write struct {
+	Table *change.Table
+	// Key is the row key, as Key returns it.
+	Key string
+	// Row is the row image to store; nil deletes the key (with a tombstone).
+	Row     change.Row
+	Version change.Version
+}
+
+// Write applies ws with the same fence, retries and dead-lettering as Apply. A Write handed to
+// Options.DeadLetter appears as an Insert (Row set) or a Delete (Before = Row, possibly nil).
+func (s *Sink) Write(ctx context.Context, ws []Write) (Stats, error) {
+	ops := make([]op, 0, len(ws))
+	for i, w := range ws {
+		ts, err := s.table(w.Table)
+		if err != nil {
+			return Stats{}, fmt.Errorf("writing rows of %s: %w", w.Table.FullName(), err)
+		}
+		if w.Key == "" {
+			return Stats{}, fmt.Errorf("writing rows of %s: empty key", w.Table.FullName())
+		}
+		if w.Row != nil && len(w.Row) != len(w.Table.Columns) {
+			return Stats{}, fmt.Errorf("writing %s key %q: row has %d values, table has %d columns",
+				w.Table.FullName(), w.Key, len(w.Row), len(w.Table.Columns))
+		}
+		ops = append(ops, s.newOp(ts, w.Row, w.Key, w.Version, i))
+	}
+	return s.run(ctx, ops, nil, func(i int) change.Change {
+		w := ws[i]
+		if w.Row == nil {
+			return change.Change{Op: change.Delete, Table: w.Table, Version: w.Version}
+		}
+		return change.Change{Op: change.Insert, Table: w.Table, After: w.Row, Version: w.Version}
+	})
+}
+
+func (s *Sink) newOp(ts *tableState, row change.Row, key string, v change.Version, src int) op {
+	return op{ts: ts, row: row, key: key, ver: v, src: src, slot: uint16(Slot(key))}
+}
+
+// laneResult is what one lane did.
+type laneResult struct {
+	stats   Stats
+	rowErrs []rowError
+	err     error
+}
+
+// run applies ops over the lanes, then hands the refused rows to DeadLetter.
+func (s *Sink) run(ctx context.Context, ops []op, rowErrs []rowError, source func(int) change.Change) (Stats, error) {
+	lanes := make([][]int32, s.opts.Lanes)
+	for i := range ops {
+		l := s.lane(&ops[i])
+		lanes[l] = append(lanes[l], int32(i))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	results := make([]laneResult, len(lanes))
+	var wg sync.WaitGroup
+	for l, idx := range lanes {
+		if len(idx) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			results[l] = s.runLane(ctx, l, ops, idx)
+			if results[l].err != nil {
+				cancel() // no point in finishing the other lanes
+			}
+		})
+	}
+	wg.Wait()
+	var st Stats
+	var firstErr error
+	for _, r := range results {
+		st.add(r.stats)
+		rowErrs = append(rowErrs, r.rowErrs...)
+		if r.err != nil && (firstErr == nil || errors.Is(firstErr, context.Canceled)) {
+			firstErr = r.err
+		}
+	}
+	if firstErr != nil {
+		return st, firstErr
+	}
+	if len(rowErrs) == 0 {
+		return st, nil
+	}
+	sort.SliceStable(rowErrs, func(a, b int) bool { return rowErrs[a].src < rowErrs[b].src })
+	if s.opts.DeadLetter == nil {
+		return st, fmt.Errorf("%d rows refused by Redis, first: %w", len(rowErrs), rowErrs[0].err)
+	}
+	for i := 0; i < len(rowErrs); {
+		j := i + 1
+		for j < len(rowErrs) && rowErrs[j].src == rowErrs[i].src {
+			j++
+		}
+		errs := make([]error, 0, j-i)
+		for _, re := range rowErrs[i:j] {
+			errs = append(errs, re.err)
+		}
+		c := source(rowErrs[i].src)
+		if err := s.opts.DeadLetter(ctx, c, errors.Join(errs...)); err != nil {
+			return st, fmt.Errorf("dead-lettering change of %s at version %s: %w", c.Table.FullName(), c.Version, err)
+		}
+		st.DeadLettered++
+		i = j
+	}
+	return st, nil
+}
+
+// lane picks the lane of o: by slot on a cluster (so a lane's calls can hold several rows of one slot), by a
+// hash of the key otherwise. Either way one key always maps to one lane.
+func (s *Sink) lane(o *op) int {
+	if s.opts.Lanes == 1 {
+		return 0
+	}
+	if s.cluster {
+		return int(o.slot) % s.opts.Lanes
+	}
+	h := uint32(2166136261) // FNV-1a
+	for i := 0; i < len(o.key); i++ {
+		h = (h ^ uint32(o.key[i])) * 16777619
+	}
+	return int(h % uint32(s.opts.Lanes))
+}
+
+// runLane applies the ops idx of one lane, pipeline after pipeline.
+func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32) laneResult {
+	var res laneResult
+	if s.cluster {
+		// Every key of a script call must be in one slot. A stable sort keeps each key's changes in order.
+		sort.SliceStable(idx, func(a, b int) bool { return ops[idx[a]].slot < ops[idx[b]].slot })
+	}
+	var calls [][]int32
+	for pos := 0; pos < len(idx); {
+		calls = calls[:0]
+		rows := 0
+		for pos < len(idx) && rows < maxRowsPerPipeline {
+			end := pos + 1
+			for end < len(idx) && end-pos < s.opts.RowsPerCall && (!s.cluster || ops[idx[end]].slot == ops[idx[pos]].slot) {
+				end++
+			}
+			calls = append(calls, idx[pos:end])
+			rows += end - pos
+			pos = end
+		}
+		if err := s.execCalls(ctx, lane, ops, calls, &res); err != nil {
+			res.err = err
+			return res
+		}
+	}
+	return res
+}
+
+// execCalls runs calls as one pipeline and retries the calls that did not complete.
+func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, calls [][]int32, res *laneResult) error {
+	backoff := minBackoff
+	reloaded := false
+	for attempt := 1; ; attempt++ {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(calls))
+		for i, call := range calls {
+			keys, args := s.buildCall(ops, call)
+			cmds[i] = pipe.EvalSha(ctx, script.Hash(), keys, args...)
+		}
+		_, _ = pipe.Exec(ctx) // every command's own result is checked below
+
+		var failed [][]int32
+		var lastErr error
+		noScript, transient := false, false
+		for i, cmd := range cmds {
+			replies, err := cmd.Slice()
+			if err == nil {
+				if err := collect(ops, calls[i], replies, res); err != nil {
+					return err
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("applying rows to Redis: %w", ctx.Err())
+			}
+			switch {
+			case redis.HasErrorPrefix(err, "NOSCRIPT"):
+				noScript = true
+			case retryable(err):
+				transient = true
+			default:
+				o := &ops[calls[i][0]]
+				return fmt.Errorf("applying %d rows to Redis (first: %s key %q at version %s): %w",
+					len(calls[i]), o.ts.table.FullName(), o.key, o.ver, err)
+			}
+			failed = append(failed, calls[i])
+			if lastErr == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+				lastErr = err
+			}
+		}
+		if len(failed) == 0 {
+			return nil
+		}
+		calls = failed
+		if noScript {
+			// The script cache is empty: a new server, a restart, a failover or SCRIPT FLUSH. A call that got
+			// NOSCRIPT did not run, so it is simply sent again.
+			// On a cluster, ScriptLoad loads it on every shard.
+			if err := s.rdb.ScriptLoad(ctx, applyScript).Err(); err != nil {
+				lastErr = fmt.Errorf("loading the apply script: %w", err)
+			} else if !transient && !reloaded {
+				reloaded = true
+				continue // the first load after NOSCRIPT is no failure: retry at once
+			}
+		}
+		// Retrying is always safe: a call that failed may or may not have run, and running it again is a no-op
+		// for every row it already applied, because the fence skips writes and deletes that are not newer than
+		// the stored version. Calls of the same key may thus be re-sent after later ones; the fence keeps the
+		// newest version regardless of arrival order.
+		res.stats.Retries++
+		wait := backoff/2 + rand.N(backoff/2+1)
+		s.log.WarnContext(ctx, "retrying Redis writes",
+			slog.Int("lane", lane), slog.Int("attempt", attempt), slog.Int("calls", len(failed)),
+			slog.Duration("backoff", wait), slog.String("error", lastErr.Error()))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("applying rows to Redis (last error: %v): %w", lastErr, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// retryable reports whether err is a transport error or a transient server state, after which the same call may
+// succeed.
+func retryable(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		return true // connection refused or reset, timeouts, EOF, pool timeouts
+	}
+	for _, p := range []string{"LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY", "MOVED", "ASK",
+		"NOREPLICAS", "OOM", "ERR max number of clients"} {
+		if strings.HasPrefix(rerr.Error(), p) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,735 @@
+// Package source reads the MySQL/MariaDB binlog as a replica and turns row
+// events of the included tables into change batches.
+package source
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	gmysql "github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+
+	"github.com/binlogsync/binlogsync/change"
+)
+
+// ErrBinlogGone means the position to resume from is no longer on the server.
+var ErrBinlogGone = errors.New("binlog position to resume from is gone from the server")
+
+// ColumnRule selects and renames the columns of a table (SPEC section 2).
+type ColumnRule struct {
+	Include []string // when set, only these columns (primary-key columns must be among them)
+	Exclude []string
+	Rename  map[string]string // source name -> field name
+}
+
+// Config is what a Source needs.
+type Config struct {
+	Addr      string
+	User      string
+	Password  string
+	Flavor    string // "mysql" or "mariadb" (resolved, not "auto")
+	ServerID  uint32
+	TLS       *tls.Config
+	Heartbeat time.Duration
+	// ReadTimeout bounds how long a silent connection is trusted; it must
+	// exceed Heartbeat.
+	ReadTimeout time.Duration
+	// UseGTID makes the source resume by GTID set when the start position has one.
+	UseGTID bool
+	// BatchRows bounds the rows of one batch (a larger transaction spans batches).
+	BatchRows int
+	// BatchWait bounds how long a batch that could not be handed off at once
+	// waits for more rows before the source blocks to hand it off.
+	BatchWait time.Duration
+	// Epoch and ServerUUID are stamped on every position (see change.Position).
+	Epoch      uint16
+	ServerUUID string
+	// Tables reports whether db.table is included.
+	Tables func(db, table string) bool
+	// Columns returns the column rule of db.table, or nil.
+	Columns func(db, table string) *ColumnRule
+	Logger  *slog.Logger
+	Metrics Metrics
+}
+
+// Metrics receives what the source observes. Every method must be cheap.
+type Metrics interface {
+	RowsRead(t *change.Table, op change.Op, n int)
+	Event(kind string)
+	Reconnect()
+	SourcePosition(p change.Position, eventTime time.Time)
+}
+
+// NopMetrics ignores everything.
+type NopMetrics struct{}
+
+func (NopMetrics) RowsRead(*change.Table, change.Op, int)      {}
+func (NopMetrics) Event(string)                                {}
+func (NopMetrics) Reconnect()                                  {}
+func (NopMetrics) SourcePosition(change.Position, time.Time) {}
+
+// Source streams the binlog.
+type Source struct {
+	cfg Config
+	db  *sql.DB // for schema look-ups when the binlog lacks column names
+	log *slog.Logger
+}
+
+// New returns a Source; db is used for information_schema look-ups.
+func New(cfg Config, db *sql.DB) *Source {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NopMetrics{}
+	}
+	if cfg.BatchRows <= 0 {
+		cfg.BatchRows = 2000
+	}
+	if cfg.BatchWait <= 0 {
+		cfg.BatchWait = 2 * time.Millisecond
+	}
+	if cfg.Tables == nil {
+		cfg.Tables = func(string, string) bool { return true }
+	}
+	return &Source{cfg: cfg, db: db, log: cfg.Logger}
+}
+
+// Run streams from start (a transaction boundary) into out until ctx ends or
+// an error that reconnecting cannot cure. A lost connection is re-established
+// with backoff, resuming from the last boundary handed to out.
+//
+// Resuming from a boundary that may lie before changes already handed out is
+// safe: changes are re-read with the same versions (a version depends only on
+// the transaction's start position and the change's place in it), and the
+// sink's version fence skips what it already applied.
+func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *change.Batch) error {
+	if start.IsZero() {
+		return errors.New("source: no start position")
+	}
+	resume := start
+	backoff := 100 * time.Millisecond
+	for {
+		st, err := s.newStream(resume, out)
+		if err == nil {
+			err = st.run(ctx)
+			if st.published.File != "" || st.published.GTIDSet != "" {
+				resume = st.published
+			}
+			if st.progressed {
+				backoff = 100 * time.Millisecond
+			}
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !retryable(err) {
+			return err
+		}
+		s.cfg.Metrics.Reconnect()
+		s.log.Warn("binlog stream interrupted; reconnecting",
+			slog.String("error", err.Error()), slog.String("resume_file", resume.File),
+			slog.Uint64("resume_pos", uint64(resume.Pos)), slog.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// retryable tells a broken connection (retry) from a permanent error.
+func retryable(err error) bool {
+	if err == nil {
+		return true
+	}
+	var perm *permanentError
+	if errors.As(err, &perm) {
+		return false
+	}
+	var myErr *gmysql.MyError
+	if errors.As(err, &myErr) {
+		switch myErr.Code {
+		case 1236, 1045, 1044, 1227, 1142, 1143:
+			// binlog gone / access denied: reconnecting does not help
+			return false
+		}
+	}
+	return true
+}
+
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string { return e.err.Error() }
+func (e *permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return &permanentError{err} }
+
+// stream is one connection's worth of reading.
+type stream struct {
+	s      *Source
+	out    chan<- *change.Batch
+	syncer *replication.BinlogSyncer
+	bs     *replication.BinlogStreamer
+
+	flavor string
+	gset   gmysql.GTIDSet // executed set at the last boundary; nil without GTIDs
+
+	file    string
+	fileSeq uint32
+	pos     uint32 // end of the last event read = start of the next one
+
+	inTx    bool
+	txStart uint32 // position of the current transaction's first event
+	txFile  uint32
+	seq     uint32 // changes numbered within the transaction
+
+	tables map[uint64]*tableState
+
+	pending   *change.Batch
+	arena     arena
+	boundary  *change.Position // newest boundary not yet handed out
+	published change.Position  // newest boundary handed out
+	// progressed is set once the stream handed out anything, to reset backoff.
+	progressed bool
+	eventTime  time.Time
+}
+
+type tableState struct {
+	types  []byte // table map column types, to notice a changed definition
+	table  *change.Table
+	cols   []Column
+	keep   []int // source column index for each output column
+	skip   bool  // table excluded
+	schema string
+	name   string
+}
+
+func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*stream, error) {
+	host, portStr, err := net.SplitHostPort(s.cfg.Addr)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("mysql.addr %q is not host:port: %w", s.cfg.Addr, err))
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, permanent(fmt.Errorf("mysql.addr %q has a bad port: %w", s.cfg.Addr, err))
+	}
+	bcfg := replication.BinlogSyncerConfig{
+		ServerID:         s.cfg.ServerID,
+		Flavor:           s.cfg.Flavor,
+		Host:             host,
+		Port:             uint16(port),
+		User:             s.cfg.User,
+		Password:         s.cfg.Password,
+		Charset:          "utf8mb4",
+		TLSConfig:        s.cfg.TLS,
+		HeartbeatPeriod:  s.cfg.Heartbeat,
+		ReadTimeout:      s.cfg.ReadTimeout,
+		DisableRetrySync: true, // we resume from transaction boundaries ourselves
+		Logger:           s.log.With(slog.String("component", "go-mysql")),
+		EventCacheCount:  256,
+	}
+	if s.cfg.Flavor == gmysql.MariaDBFlavor {
+		bcfg.FillZeroLogPos = true // MariaDB 11.4+ sends zero log positions otherwise
+	}
+	ConfigureDecoding(&bcfg)
+	st := &stream{
+		s:         s,
+		out:       out,
+		flavor:    s.cfg.Flavor,
+		tables:    map[uint64]*tableState{},
+		published: start,
+	}
+	if start.GTIDSet != "" {
+		st.gset, err = gmysql.ParseGTIDSet(s.cfg.Flavor, start.GTIDSet)
+		if err != nil {
+			return nil, permanent(fmt.Errorf("parsing the start GTID set %q: %w", start.GTIDSet, err))
+		}
+	}
+	st.syncer = replication.NewBinlogSyncer(bcfg)
+	if s.cfg.UseGTID && st.gset != nil {
+		st.bs, err = st.syncer.StartSyncGTID(st.gset.Clone())
+	} else {
+		if err := st.setFile(start.File); err != nil {
+			st.syncer.Close()
+			return nil, permanent(err)
+		}
+		st.pos = start.Pos
+		st.bs, err = st.syncer.StartSync(gmysql.Position{Name: start.File, Pos: start.Pos})
+	}
+	if err != nil {
+		st.syncer.Close()
+		return nil, fmt.Errorf("starting the binlog dump at %s:%d: %w", start.File, start.Pos, err)
+	}
+	return st, nil
+}
+
+func (st *stream) setFile(name string) error {
+	seq, err := change.FileSeq(name)
+	if err != nil {
+		return err
+	}
+	st.file, st.fileSeq = name, seq
+	return nil
+}
+
+func (st *stream) run(ctx context.Context) error {
+	defer st.syncer.Close()
+	for {
+		ev, err := st.nextEvent(ctx)
+		if err != nil {
+			return st.explain(err)
+		}
+		if ev == nil { // waited BatchWait with a batch that could not be handed off
+			if err := st.flush(ctx, true); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := st.handle(ctx, ev, ev.Header.LogPos); err != nil {
+			return err
+		}
+	}
+}
+
+// nextEvent reads the next event; with a batch waiting to be handed off it
+// waits at most BatchWait and returns nil on time-out.
+func (st *stream) nextEvent(ctx context.Context) (*replication.BinlogEvent, error) {
+	if st.pending == nil || (len(st.pending.Changes) == 0 && st.boundary == nil) {
+		return st.bs.GetEvent(ctx)
+	}
+	wctx, cancel := context.WithTimeout(ctx, st.s.cfg.BatchWait)
+	defer cancel()
+	ev, err := st.bs.GetEvent(wctx)
+	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return nil, nil
+	}
+	return ev, err
+}
+
+func (st *stream) explain(err error) error {
+	var myErr *gmysql.MyError
+	if errors.As(err, &myErr) && myErr.Code == 1236 {
+		return permanent(fmt.Errorf("%w: %s:%d (server said: %s). Recover by bootstrapping Redis from MySQL "+
+			"(`reconciler run` with an empty checkpoint, see docs/runbook.md), or delete the checkpoint and "+
+			"restart from the current position after a full reload", ErrBinlogGone, st.published.File,
+			st.published.Pos, myErr.Message))
+	}
+	return fmt.Errorf("reading the binlog at %s:%d: %w", st.file, st.pos, err)
+}
+
+// handle processes one event; endPos is the position right after it.
+func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPos uint32) error {
+	if ev.Header.Timestamp != 0 {
+		st.eventTime = time.Unix(int64(ev.Header.Timestamp), 0)
+	}
+	switch e := ev.Event.(type) {
+	case *replication.RotateEvent:
+		if err := st.setFile(string(e.NextLogName)); err != nil {
+			return permanent(err)
+		}
+		st.pos = uint32(e.Position)
+		st.s.cfg.Metrics.Event("rotate")
+		return nil
+	case *replication.FormatDescriptionEvent:
+		// A new connection or a new file; the format event does not move the
+		// position we resume from.
+		return nil
+	case *replication.GTIDEvent:
+		st.beginTx()
+		if err := st.addGTID(e); err != nil {
+			return err
+		}
+	case *replication.MariadbGTIDEvent:
+		st.beginTx()
+		if err := st.addGTID(e); err != nil {
+			return err
+		}
+	case *replication.QueryEvent:
+		q := strings.TrimSpace(string(e.Query))
+		switch {
+		case strings.EqualFold(q, "BEGIN"):
+			if !st.inTx {
+				st.beginTx()
+			}
+		case strings.EqualFold(q, "COMMIT"):
+			st.setPos(endPos)
+			return st.commit(ctx)
+		default:
+			// DDL (or a statement logged as such): its own transaction. Any
+			// table's definition may have changed; forget what we know.
+			clear(st.tables)
+			st.s.cfg.Metrics.Event("ddl")
+			st.s.log.Info("DDL in the binlog", slog.String("schema", string(e.Schema)),
+				slog.String("query", truncate(q, 200)), slog.String("file", st.file), slog.Uint64("pos", uint64(endPos)))
+			st.setPos(endPos)
+			return st.commit(ctx)
+		}
+	case *replication.TableMapEvent:
+		if err := st.tableMap(ctx, e); err != nil {
+			return err
+		}
+	case *replication.RowsEvent:
+		if err := st.rows(ctx, ev.Header.EventType, e); err != nil {
+			return err
+		}
+	case *replication.XIDEvent:
+		st.setPos(endPos)
+		return st.commit(ctx)
+	case *replication.TransactionPayloadEvent:
+		// MySQL 8 binlog_transaction_compression: the inner events carry no
+		// positions of their own; the whole payload ends at endPos.
+		for _, inner := range e.Events {
+			if err := st.handle(ctx, inner, endPos); err != nil {
+				return err
+			}
+		}
+		st.setPos(endPos)
+		return nil
+	case *replication.HeartbeatEvent:
+		st.s.cfg.Metrics.Event("heartbeat")
+		return st.heartbeat(ctx)
+	}
+	st.setPos(endPos)
+	return nil
+}
+
+// setPos records the end of the event just handled, when the server gave one.
+func (st *stream) setPos(p uint32) {
+	if p != 0 {
+		st.pos = p
+	}
+}
+
+func (st *stream) beginTx() {
+	st.inTx = true
+	st.txStart = st.pos
+	st.txFile = st.fileSeq
+	st.seq = 0
+}
+
+type gtidNexter interface {
+	GTIDNext() (gmysql.GTIDSet, error)
+}
+
+func (st *stream) addGTID(e gtidNexter) error {
+	next, err := e.GTIDNext()
+	if err != nil {
+		return permanent(fmt.Errorf("decoding a GTID event at %s:%d: %w", st.file, st.pos, err))
+	}
+	if st.gset == nil {
+		st.gset, err = gmysql.ParseGTIDSet(st.flavor, "")
+		if err != nil {
+			return permanent(err)
+		}
+	}
+	if err := st.gset.Update(next.String()); err != nil {
+		return permanent(fmt.Errorf("adding GTID %s at %s:%d: %w", next, st.file, st.pos, err))
+	}
+	return nil
+}
+
+// commit marks a transaction boundary at the current position.
+func (st *stream) commit(ctx context.Context) error {
+	st.inTx = false
+	st.s.cfg.Metrics.Event("commit")
+	st.boundary = &change.Position{
+		File:       st.file,
+		Pos:        st.pos,
+		Flavor:     st.flavor,
+		Epoch:      st.s.cfg.Epoch,
+		ServerUUID: st.s.cfg.ServerUUID,
+	}
+	if st.gset != nil {
+		st.boundary.GTIDSet = st.gset.String()
+	}
+	return st.flush(ctx, false)
+}
+
+// heartbeat: the server has nothing new. Hand off what waits, and an empty
+// batch stamped now so the sink knows it is caught up (lag 0).
+func (st *stream) heartbeat(ctx context.Context) error {
+	if st.inTx {
+		return nil
+	}
+	st.eventTime = time.Now()
+	st.ensurePending()
+	return st.flush(ctx, true)
+}
+
+func (st *stream) ensurePending() {
+	if st.pending == nil {
+		st.pending = &change.Batch{Changes: make([]change.Change, 0, min(st.s.cfg.BatchRows, 256))}
+		st.arena.reset()
+	}
+}
+
+// flush hands the pending batch to out. Without block it only tries, so that
+// batches grow while the sink is busy (throughput) and leave at once while it
+// is idle (latency).
+func (st *stream) flush(ctx context.Context, block bool) error {
+	if st.pending == nil && st.boundary == nil {
+		return nil
+	}
+	st.ensurePending()
+	b := st.pending
+	b.Boundary = st.boundary
+	b.EventTime = st.eventTime
+	if block {
+		select {
+		case st.out <- b:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	} else {
+		select {
+		case st.out <- b:
+		default:
+			return nil
+		}
+	}
+	if st.boundary != nil {
+		st.published = *st.boundary
+		st.s.cfg.Metrics.SourcePosition(st.published, st.eventTime)
+	}
+	st.progressed = true
+	st.pending, st.boundary = nil, nil
+	return nil
+}
+
+func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) error {
+	if ts, ok := st.tables[e.TableID]; ok && string(ts.types) == string(e.ColumnType) &&
+		ts.schema == string(e.Schema) && ts.name == string(e.Table) {
+		return nil
+	}
+	db, name := string(e.Schema), string(e.Table)
+	ts := &tableState{types: append([]byte(nil), e.ColumnType...), schema: db, name: name}
+	st.tables[e.TableID] = ts
+	if !st.s.cfg.Tables(db, name) {
+		ts.skip = true
+		return nil
+	}
+	var fallback *TableSchema
+	if len(e.ColumnName) == 0 {
+		var err error
+		fallback, err = LoadTableSchema(ctx, st.s.db, db, name)
+		if err != nil {
+			return fmt.Errorf("loading the schema of %s.%s (the binlog carries no column names; "+
+				"binlog_row_metadata=FULL avoids this look-up): %w", db, name, err)
+		}
+	}
+	cols, pk, err := ResolveColumns(e, fallback)
+	if err != nil {
+		return permanent(fmt.Errorf("reading the table map of %s.%s at %s:%d: %w", db, name, st.file, st.pos, err))
+	}
+	var rule *ColumnRule
+	if st.s.cfg.Columns != nil {
+		rule = st.s.cfg.Columns(db, name)
+	}
+	table, keep, err := project(db, name, cols, pk, rule)
+	if err != nil {
+		return permanent(err)
+	}
+	ts.cols, ts.keep, ts.table = cols, keep, table
+	return nil
+}
+
+// project applies a column rule: which source columns become which fields.
+func project(db, name string, cols []Column, pk []int, rule *ColumnRule) (*change.Table, []int, error) {
+	t := &change.Table{DB: db, Name: name}
+	included := func(c string) bool { return true }
+	if rule != nil {
+		inc := toSet(rule.Include)
+		exc := toSet(rule.Exclude)
+		included = func(c string) bool {
+			if len(inc) > 0 && !inc[c] {
+				return false
+			}
+			return !exc[c]
+		}
+	}
+	outIdx := make(map[int]int, len(cols))
+	var keep []int
+	seen := map[string]string{}
+	for i, c := range cols {
+		if !included(c.Name) {
+			continue
+		}
+		field := c.Name
+		if rule != nil && rule.Rename[c.Name] != "" {
+			field = rule.Rename[c.Name]
+		}
+		if strings.HasPrefix(field, "_") {
+			return nil, nil, fmt.Errorf("column %s.%s.%s: field name %q starts with '_', which SPEC reserves "+
+				"for metadata such as _v; rename it with tables.rules[].columns.rename", db, name, c.Name, field)
+		}
+		if prev, dup := seen[field]; dup {
+			return nil, nil, fmt.Errorf("columns %s and %s of %s.%s both map to field %q; fix tables.rules[].columns.rename",
+				prev, c.Name, db, name, field)
+		}
+		seen[field] = c.Name
+		outIdx[i] = len(t.Columns)
+		t.Columns = append(t.Columns, field)
+		keep = append(keep, i)
+	}
+	for _, p := range pk {
+		o, ok := outIdx[p]
+		if !ok {
+			return nil, nil, fmt.Errorf("the column rules of %s.%s remove primary-key column %s; "+
+				"the key is built from it, so keep it in tables.rules[].columns", db, name, cols[p].Name)
+		}
+		t.PK = append(t.PK, o)
+	}
+	return t, keep, nil
+}
+
+func toSet(l []string) map[string]bool {
+	if len(l) == 0 {
+		return nil
+	}
+	m := make(map[string]bool, len(l))
+	for _, s := range l {
+		m[s] = true
+	}
+	return m
+}
+
+func (st *stream) rows(ctx context.Context, et replication.EventType, e *replication.RowsEvent) error {
+	ts, ok := st.tables[e.TableID]
+	if !ok {
+		return permanent(fmt.Errorf("rows event for unknown table id %d at %s:%d", e.TableID, st.file, st.pos))
+	}
+	if ts.skip {
+		return nil
+	}
+	if !st.inTx { // a server that logs rows without BEGIN (not seen in practice)
+		st.beginTx()
+	}
+	var op change.Op
+	switch et {
+	case replication.WRITE_ROWS_EVENTv0, replication.WRITE_ROWS_EVENTv1, replication.WRITE_ROWS_EVENTv2,
+		replication.MARIADB_WRITE_ROWS_COMPRESSED_EVENT_V1:
+		op = change.Insert
+	case replication.UPDATE_ROWS_EVENTv0, replication.UPDATE_ROWS_EVENTv1, replication.UPDATE_ROWS_EVENTv2,
+		replication.MARIADB_UPDATE_ROWS_COMPRESSED_EVENT_V1:
+		op = change.Update
+	case replication.DELETE_ROWS_EVENTv0, replication.DELETE_ROWS_EVENTv1, replication.DELETE_ROWS_EVENTv2,
+		replication.MARIADB_DELETE_ROWS_COMPRESSED_EVENT_V1:
+		op = change.Delete
+	default:
+		return permanent(fmt.Errorf("%s.%s: unsupported rows event %s at %s:%d (partial JSON updates need "+
+			"binlog_row_value_options='' on the server)", ts.schema, ts.name, et, st.file, st.pos))
+	}
+	if len(e.SkippedColumns) > 0 {
+		for _, sk := range e.SkippedColumns {
+			if len(sk) > 0 {
+				return permanent(fmt.Errorf("%s.%s: the binlog row image at %s:%d lacks columns; set "+
+					"binlog_row_image=FULL on the server", ts.schema, ts.name, st.file, st.pos))
+			}
+		}
+	}
+	step := 1
+	if op == change.Update {
+		step = 2
+	}
+	commit := st.eventTime
+	n := 0
+	for i := 0; i+step-1 < len(e.Rows); i += step {
+		st.ensurePending()
+		c := change.Change{Op: op, Table: ts.table, CommitTime: commit}
+		var err error
+		switch op {
+		case change.Insert:
+			c.After, err = st.render(ts, e.Rows[i])
+		case change.Delete:
+			c.Before, err = st.render(ts, e.Rows[i])
+		case change.Update:
+			if c.Before, err = st.render(ts, e.Rows[i]); err == nil {
+				c.After, err = st.render(ts, e.Rows[i+1])
+			}
+		}
+		if err != nil {
+			return permanent(fmt.Errorf("rendering a row of %s.%s at %s:%d: %w", ts.schema, ts.name, st.file, st.pos, err))
+		}
+		st.seq++
+		c.Version = change.Version{Epoch: st.s.cfg.Epoch, File: st.txFile, Pos: st.txStart, Seq: st.seq}
+		st.pending.Changes = append(st.pending.Changes, c)
+		n++
+		if len(st.pending.Changes) >= st.s.cfg.BatchRows {
+			if err := st.flush(ctx, true); err != nil {
+				return err
+			}
+		}
+	}
+	st.s.cfg.Metrics.RowsRead(ts.table, op, n)
+	return nil
+}
+
+func (st *stream) render(ts *tableState, img []any) (change.Row, error) {
+	if len(img) != len(ts.cols) {
+		return nil, fmt.Errorf("row image has %d columns, the table map %d", len(img), len(ts.cols))
+	}
+	row := st.arena.row(len(ts.keep))
+	for o, i := range ts.keep {
+		start := len(st.arena.buf)
+		buf, null, err := ts.cols[i].AppendValue(st.arena.buf, img[i])
+		if err != nil {
+			return nil, fmt.Errorf("column %s: %w", ts.cols[i].Name, err)
+		}
+		if null {
+			st.arena.buf = buf[:start]
+			row[o] = nil
+			continue
+		}
+		if cap(buf) != cap(st.arena.buf) && start > 0 {
+			// The value did not fit and was appended to a fresh array that
+			// also holds a copy of earlier values; start a new chunk with it.
+			v := buf[start:]
+			st.arena.buf = v[len(v):]
+			row[o] = v[:len(v):len(v)]
+			continue
+		}
+		st.arena.buf = buf
+		row[o] = buf[start:len(buf):len(buf)]
+	}
+	return row, nil
+}
+
+// arena hands out value bytes and row slices from large chunks, so a batch of
+// rows costs a few allocations rather than one per value.
+type arena struct {
+	buf  []byte
+	rows [][]byte
+}
+
+const arenaChunk = 64 << 10
+
+func (a *arena) reset() { a.buf, a.rows = nil, nil }
+
+func (a *arena) row(n int) change.Row {
+	if len(a.rows)+n > cap(a.rows) {
+		a.rows = make([][]byte, 0, max(n, 1024))
+	}
+	r := a.rows[len(a.rows) : len(a.rows)+n : len(a.rows)+n]
+	a.rows = a.rows[:len(a.rows)+n]
+	if cap(a.buf)-len(a.buf) < 256 {
+		a.buf = make([]byte, 0, arenaChunk)
+	}
+	return change.Row(r)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
