@@ -79,7 +79,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	defer db.Close()
 	log = log.With(slog.String("flavor", flavor))
 
-	problems, err := source.Preflight(startCtx, db, source.PreflightOptions{Flavor: flavor, ServerID: cfg.MySQL.ServerID, User: cfg.MySQL.User})
+	problems, err := source.Preflight(startCtx, db, source.PreflightOptions{Flavor: flavor, ServerID: cfg.MySQL.ServerID, User: cfg.MySQL.User, Tables: cfg.Tables.Include})
 	if err != nil {
 		return exitErr(ExitServer, fmt.Errorf("checking the server settings: %w", err))
 	}
@@ -392,7 +392,7 @@ func OpenCheckpoint(cfg *config.Config, rdb redis.UniversalClient) (checkpoint.S
 	}
 	f, err := checkpoint.NewFile(cfg.Checkpoint.Path)
 	if err != nil {
-		return nil, exitErr(ExitConfig, fmt.Errorf("checkpoint.path: %w", err))
+		return nil, exitErr(ExitConfig, err)
 	}
 	return f, nil
 }

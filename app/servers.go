@@ -3,11 +3,8 @@ package app
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"database/sql"
 	"fmt"
-	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -28,7 +25,8 @@ func OpenMySQL(ctx context.Context, cfg *config.Config) (*sql.DB, string, error)
 	mc.Addr = cfg.MySQL.Addr
 	mc.Timeout = cfg.MySQL.ConnectTimeout
 	mc.ReadTimeout = 5 * time.Minute
-	mc.Params = map[string]string{"time_zone": "'+00:00'", "charset": "utf8mb4"}
+	mc.Params = map[string]string{"time_zone": "'+00:00'"}
+	mc.Collation = "utf8mb4_general_ci"
 	mc.InterpolateParams = true
 	if t := mysqlTLS(cfg); t != nil {
 		name := "binlogsync"
@@ -67,83 +65,19 @@ func OpenMySQL(ctx context.Context, cfg *config.Config) (*sql.DB, string, error)
 }
 
 // mysqlTLS builds the TLS configuration for mysql.tls.mode; nil = no TLS.
+// Config validation already loaded the files, so errors cannot happen here.
 func mysqlTLS(cfg *config.Config) *tls.Config {
-	t := cfg.MySQL.TLS
-	if t.Mode == "" || t.Mode == "disabled" {
-		return nil
-	}
-	host, _, _ := net.SplitHostPort(cfg.MySQL.Addr)
-	c := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
-	if t.ServerName != "" {
-		c.ServerName = t.ServerName
-	}
-	if t.CertFile != "" {
-		if cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err == nil {
-			c.Certificates = []tls.Certificate{cert}
-		}
-	}
-	var pool *x509.CertPool
-	if t.CAFile != "" {
-		if pem, err := os.ReadFile(t.CAFile); err == nil {
-			pool = x509.NewCertPool()
-			pool.AppendCertsFromPEM(pem)
-			c.RootCAs = pool
-		}
-	}
-	switch t.Mode {
-	case "preferred", "required":
-		c.InsecureSkipVerify = true
-	case "verify-ca":
-		c.InsecureSkipVerify = true
-		c.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-			return verifyChain(raw, pool)
-		}
-	}
-	return c
-}
-
-func verifyChain(raw [][]byte, roots *x509.CertPool) error {
-	if len(raw) == 0 {
-		return fmt.Errorf("server sent no certificate")
-	}
-	certs := make([]*x509.Certificate, len(raw))
-	for i, r := range raw {
-		c, err := x509.ParseCertificate(r)
-		if err != nil {
-			return err
-		}
-		certs[i] = c
-	}
-	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter})
-	return err
+	t, _ := cfg.MySQL.TLS.Config(cfg.MySQL.Addr)
+	return t
 }
 
 // OpenRedis connects to Redis (a cluster when redis.addrs is set) and checks
 // that it answers.
 func OpenRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, error) {
 	r := cfg.Redis
-	var tlsConf *tls.Config
-	if r.TLS.Enabled {
-		tlsConf = &tls.Config{ServerName: r.TLS.ServerName, InsecureSkipVerify: r.TLS.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
-		if r.TLS.CAFile != "" {
-			pem, err := os.ReadFile(r.TLS.CAFile)
-			if err != nil {
-				return nil, exitErr(ExitConfig, fmt.Errorf("redis.tls.ca_file: %w", err))
-			}
-			tlsConf.RootCAs = x509.NewCertPool()
-			tlsConf.RootCAs.AppendCertsFromPEM(pem)
-		}
-		if r.TLS.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(r.TLS.CertFile, r.TLS.KeyFile)
-			if err != nil {
-				return nil, exitErr(ExitConfig, fmt.Errorf("redis.tls.cert_file/key_file: %w", err))
-			}
-			tlsConf.Certificates = []tls.Certificate{cert}
-		}
+	tlsConf, err := r.TLS.Config()
+	if err != nil {
+		return nil, exitErr(ExitConfig, fmt.Errorf("redis.tls: %w", err))
 	}
 	var rdb redis.UniversalClient
 	if r.Cluster() {

@@ -62,7 +62,7 @@ type Table struct {
 func (t *Table) FullName() string { return t.DB + "." + t.Name }
 
 // Row is one row image: one value per Table.Columns entry, rendered as SPEC
-// section 2 says. A nil value is SQL NULL; an empty non-nil value is ''.
+// section 2 says. A nil value is SQL NULL; an empty non-nil value is ”.
 type Row [][]byte
 
 // PKValues returns the primary-key values of r, in key order.

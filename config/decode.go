@@ -68,6 +68,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, p string) error {
 	if d.visits > maxNodes {
 		return d.errf(n, "more than %d YAML nodes (aliases expanding?); simplify the file", maxNodes)
 	}
+	line := n.Line // where the key is set, even when its value is an alias
 	for depth := 0; n.Kind == yaml.AliasNode; depth++ {
 		if depth > 10 || n.Alias == nil {
 			return d.errf(n, "%s: alias chain too long", name(p))
@@ -75,7 +76,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, p string) error {
 		n = n.Alias
 	}
 	if p != "" {
-		d.c.origin[p] = fmt.Sprintf("%s line %d", d.file, n.Line)
+		d.c.origin[p] = fmt.Sprintf("%s line %d", d.file, line)
 	}
 	null := n.Kind == yaml.ScalarNode && n.Tag == "!!null"
 
@@ -99,6 +100,9 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, p string) error {
 			}
 			seen[k.Value] = k.Line
 			f, ok := fieldByKey(v, k.Value)
+			if !ok && k.Value == "<<" {
+				return d.errf(k, "%s: YAML merge keys (<<) are not supported; write the keys out", name(p))
+			}
 			if !ok {
 				return d.errf(k, "unknown key %q%s", kp, suggestKey(v.Type(), p, k.Value))
 			}

@@ -13,7 +13,11 @@ import (
 // problem returns an error about key, prefixed with where its value came from.
 func (c *Config) problem(key, format string, args ...any) error {
 	msg := fmt.Sprintf(format, args...)
-	if where := c.origin[key]; where != "" {
+	where := c.origin[key]
+	if i := strings.LastIndexByte(key, '['); where == "" && i > 0 && strings.HasSuffix(key, "]") {
+		where = c.origin[key[:i]] // a list item: where the list was set
+	}
+	if where != "" {
 		return fmt.Errorf("%s: %s", where, msg)
 	}
 	return fmt.Errorf("%s", msg)
@@ -77,8 +81,8 @@ func (c *Config) hostPort(key, v string) error {
 	if err == nil {
 		var n uint64
 		n, err = strconv.ParseUint(port, 10, 16)
-		if err == nil && n == 0 {
-			err = fmt.Errorf("port 0")
+		if err == nil && n == 0 && !strings.HasSuffix(key, "http_addr") && key != "http.addr" {
+			err = fmt.Errorf("port 0") // a listener may take port 0 (any free port); a server address may not
 		}
 	}
 	if err != nil {

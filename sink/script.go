@@ -111,7 +111,7 @@ func (s *Sink) buildCall(ops []op, call []int32) ([]string, []any) {
 			args = append(args, "wh", ver, ts.ttl, 2*n)
 			for c, v := range o.row {
 				if v != nil {
-					args = append(args, ts.table.Columns[c], v)
+					args = append(args, ts.fields[c], v)
 				}
 			}
 		}

@@ -123,6 +123,7 @@ type tableState struct {
 	format Format
 	segs   []segment
 	ttl    int64 // milliseconds, 0 = none
+	fields []any // Columns as script arguments, boxed once
 }
 
 // New returns a Sink writing through rdb, a *redis.Client or a *redis.ClusterClient.
@@ -194,7 +195,10 @@ func (s *Sink) table(t *change.Table) (*tableState, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := &tableState{table: t, format: to.Format, segs: segs}
+	ts := &tableState{table: t, format: to.Format, segs: segs, fields: make([]any, len(t.Columns))}
+	for i, c := range t.Columns {
+		ts.fields[i] = c
+	}
 	if to.TTL > 0 {
 		ts.ttl = max(1, to.TTL.Milliseconds())
 	}
@@ -485,9 +489,10 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, calls [][]int3
 				lastErr = fmt.Errorf("loading the apply script: %w", err)
 			} else if !transient && !reloaded {
 				reloaded = true
-				continue // the first load after NOSCRIPT is no failure: retry at once
+				continue // a load after NOSCRIPT is no failure: retry at once (but not twice in a row)
 			}
 		}
+		reloaded = false
 		// Retrying is always safe: a call that failed may or may not have run, and running it again is a no-op
 		// for every row it already applied, because the fence skips writes and deletes that are not newer than
 		// the stored version. Calls of the same key may thus be re-sent after later ones; the fence keeps the

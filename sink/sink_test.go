@@ -516,6 +516,55 @@ func TestRedisRestart(t *testing.T) {
 	wantHash(t, rdb, "shop:users:1999", map[string]string{"id": "1999", "name": "x", "_v": v(2009).String()})
 }
 
+// TestRedisKilledMidApply kills Redis (SIGKILL) while a large Apply runs and starts it again two seconds later:
+// Apply must retry the unfinished calls (and reload the script the restart dropped) until every row is there.
+// The AOF with fsync on every write keeps what Redis acknowledged before the kill.
+func TestRedisKilledMidApply(t *testing.T) {
+	srv := testenv.NewRedis(t, "--appendonly", "yes", "--appendfsync", "always")
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DialTimeout: time.Second, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	probe := redis.NewClient(&redis.Options{Addr: srv.Addr(), MaxRetries: -1})
+	t.Cleanup(func() { probe.Close() })
+	s := newSink(t, rdb, Options{Lanes: 2, RowsPerCall: 20})
+
+	const n = 100000
+	changes := make([]change.Change, n)
+	for i := range changes {
+		changes[i] = ins(users, v(uint32(10+i)), r(fmt.Sprint(i), "x", nil, nil))
+	}
+	type result struct {
+		st  Stats
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, err := s.Apply(ctxT(t), changes)
+		done <- result{st, err}
+	}()
+	for probe.DBSize(ctxT(t)).Val() == 0 {
+		time.Sleep(2 * time.Millisecond)
+	}
+	srv.Stop()
+	time.Sleep(2 * time.Second)
+	if err := srv.Start(); err != nil {
+		t.Fatalf("restarting Redis: %v", err)
+	}
+	res := <-done
+	if res.err != nil {
+		t.Fatalf("Apply: %v", res.err)
+	}
+	// Calls that ran but whose reply was lost are re-sent and skipped by the fence.
+	if res.st.Written+res.st.Skipped != n || res.st.Retries == 0 {
+		t.Errorf("stats = %+v, want %d written or skipped, after some retries", res.st, n)
+	}
+	if got := rdb.DBSize(ctxT(t)).Val(); got != n {
+		t.Errorf("DBSIZE = %d, want %d", got, n)
+	}
+	for _, i := range []int{0, 1, n / 2, n - 1} {
+		wantHash(t, rdb, fmt.Sprintf("shop:users:%d", i), map[string]string{"id": fmt.Sprint(i), "name": "x", "_v": v(uint32(10 + i)).String()})
+	}
+}
+
 func TestScriptFlushed(t *testing.T) {
 	rdb := sharedClient(t)
 	s := newSink(t, rdb, Options{})

@@ -144,6 +144,9 @@ func (c *Column) AppendValue(dst []byte, v any) (out []byte, null bool, err erro
 		mysql.MYSQL_TYPE_TIMESTAMP, mysql.MYSQL_TYPE_TIMESTAMP2:
 		switch t := v.(type) {
 		case string:
+			if c.Type == mysql.MYSQL_TYPE_TIMESTAMP2 {
+				return appendTimestamp(dst, t), false, nil
+			}
 			return append(dst, t...), false, nil
 		case time.Time: // ParseTime on: DATETIME is UTC already, TIMESTAMP local
 			return t.UTC().AppendFormat(dst, dateTimeLayouts[c.fsp()]), false, nil

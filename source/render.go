@@ -37,6 +37,22 @@ func appendTime(dst []byte, s string, fsp int) []byte {
 	return dst
 }
 
+// appendTimestamp appends a TIMESTAMP string as go-mysql decodes it. go-mysql
+// prints any value whose seconds are 0 as the zero timestamp, but only 0
+// seconds with 0 microseconds is; 1970-01-01 00:00:00.000001 is a real time.
+func appendTimestamp(dst []byte, s string) []byte {
+	const zero = "0000-00-00 00:00:00"
+	if len(s) > len(zero)+1 && s[:len(zero)] == zero && s[len(zero)] == '.' {
+		for i := len(zero) + 1; i < len(s); i++ {
+			if s[i] != '0' {
+				dst = append(dst, "1970-01-01 00:00:00"...)
+				return append(dst, s[len(zero):]...)
+			}
+		}
+	}
+	return append(dst, s...)
+}
+
 // appendFloat appends the shortest decimal that parses back to f at the given
 // bit size (32 or 64), laid out like MariaDB prints a DOUBLE: plain decimal
 // notation when the decimal exponent is in -15..14 (0.000001, 150000000000000),

@@ -74,7 +74,9 @@ func LoadTableSchema(ctx context.Context, db *sql.DB, schema, table string) (*Ta
 		c.Precision, c.Scale, c.FSP = int(prec.Int64), int(scale.Int64), int(dtPrec.Int64)
 		c.Charset = normalizeCharset(charset.String)
 		switch c.DataType {
-		case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob",
+			"geometry", "point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon",
+			"geometrycollection", "geomcollection":
 			c.Charset = "binary"
 		case "enum":
 			c.EnumValues, err = parseLabels(c.ColumnType)
@@ -240,6 +242,7 @@ func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols 
 		rt := c.RealType()
 
 		switch {
+		case rt == mysql.MYSQL_TYPE_YEAR: // MariaDB flags YEAR unsigned, information_schema does not
 		case unsigned != nil:
 			c.Unsigned = unsigned[i]
 		case sc != nil:

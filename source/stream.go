@@ -71,9 +71,9 @@ type Metrics interface {
 // NopMetrics ignores everything.
 type NopMetrics struct{}
 
-func (NopMetrics) RowsRead(*change.Table, change.Op, int)      {}
-func (NopMetrics) Event(string)                                {}
-func (NopMetrics) Reconnect()                                  {}
+func (NopMetrics) RowsRead(*change.Table, change.Op, int)    {}
+func (NopMetrics) Event(string)                              {}
+func (NopMetrics) Reconnect()                                {}
 func (NopMetrics) SourcePosition(change.Position, time.Time) {}
 
 // Source streams the binlog.

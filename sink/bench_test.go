@@ -1,0 +1,135 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/internal/testenv"
+)
+
+const benchBatch = 5000 // changes per Apply
+
+// benchChanges returns batch narrow-row changes (id + 3 small columns) over a key space of 50,000 rows, at
+// versions after base.
+func benchChanges(t *change.Table, base uint32, batch int) []change.Change {
+	out := make([]change.Change, batch)
+	for i := range out {
+		id := (int(base) + i) % 50000
+		out[i] = ins(t, change.Version{Epoch: 1, File: 1, Pos: base, Seq: uint32(i + 1)},
+			r(strconv.Itoa(id), "name-"+strconv.Itoa(id), "12.50", "2024-01-02 03:04:05"))
+	}
+	return out
+}
+
+// BenchmarkApply measures rows/s of Apply for several RowsPerCall and Lanes, against a real Redis.
+func BenchmarkApply(b *testing.B) {
+	srv := testenv.SharedRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 16})
+	b.Cleanup(func() { rdb.Close() })
+	table := &change.Table{DB: "bench", Name: "narrow", Columns: []string{"id", "name", "price", "at"}, PK: []int{0}}
+	ctx := context.Background()
+	base := uint32(0)
+	for _, lanes := range []int{1, 2, 4} {
+		for _, rpc := range []int{1, 10, 50, 100, 200, 500} {
+			b.Run(fmt.Sprintf("lanes=%d/rows=%d", lanes, rpc), func(b *testing.B) {
+				s, err := New(rdb, Options{Lanes: lanes, RowsPerCall: rpc})
+				if err != nil {
+					b.Fatal(err)
+				}
+				serverUsec(b, rdb)
+				rows := 0
+				for b.Loop() {
+					b.StopTimer()
+					base++
+					changes := benchChanges(table, base, benchBatch)
+					b.StartTimer()
+					st, err := s.Apply(ctx, changes)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if st.Written != len(changes) {
+						b.Fatalf("stats %+v, want %d written", st, len(changes))
+					}
+					rows += len(changes)
+				}
+				b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+				b.ReportMetric(serverUsec(b, rdb)/float64(rows), "redis-µs/row")
+			})
+		}
+	}
+}
+
+// serverUsec returns the microseconds Redis spent executing commands since the last call (INFO commandstats),
+// a measure of the server's cost that the load of the client machine does not distort much.
+func serverUsec(b *testing.B, rdb *redis.Client) float64 {
+	ctx := context.Background()
+	info, err := rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	total := 0.0
+	for _, line := range strings.Split(info, "\n") {
+		_, rest, ok := strings.Cut(line, ",usec=")
+		if !ok {
+			continue
+		}
+		u, _, _ := strings.Cut(rest, ",")
+		f, err := strconv.ParseFloat(u, 64)
+		if err != nil {
+			b.Fatalf("parsing %q: %v", line, err)
+		}
+		total += f
+	}
+	if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	return total
+}
+
+// BenchmarkRawHSet is the baseline: pipelined DEL + HSET per row, no fence, no script, over the same lanes.
+func BenchmarkRawHSet(b *testing.B) {
+	srv := testenv.SharedRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 16})
+	b.Cleanup(func() { rdb.Close() })
+	table := &change.Table{DB: "bench", Name: "raw", Columns: []string{"id", "name", "price", "at"}, PK: []int{0}}
+	ctx := context.Background()
+	for _, lanes := range []int{1, 2, 4} {
+		b.Run(fmt.Sprintf("lanes=%d", lanes), func(b *testing.B) {
+			serverUsec(b, rdb)
+			rows := 0
+			base := uint32(0)
+			for b.Loop() {
+				b.StopTimer()
+				base++
+				changes := benchChanges(table, base, benchBatch)
+				b.StartTimer()
+				var wg sync.WaitGroup
+				for l := range lanes {
+					wg.Go(func() {
+						pipe := rdb.Pipeline()
+						for i := l; i < len(changes); i += lanes {
+							row := changes[i].After
+							key := "bench:raw:" + string(row[0])
+							pipe.Del(ctx, key)
+							pipe.HSet(ctx, key, "id", row[0], "name", row[1], "price", row[2], "at", row[3], "_v", "x")
+						}
+						if _, err := pipe.Exec(ctx); err != nil {
+							b.Error(err)
+						}
+					})
+				}
+				wg.Wait()
+				rows += len(changes)
+			}
+			b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+			b.ReportMetric(serverUsec(b, rdb)/float64(rows), "redis-µs/row")
+		})
+	}
+}

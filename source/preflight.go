@@ -1,0 +1,641 @@
+package source
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/binlogsync/binlogsync/change"
+)
+
+// The checks in this file run at start-up, before the binlog stream opens, so
+// that bad credentials or server settings stop the program with one line that
+// names the setting and the fix (SPEC section 6).
+
+// Problem is one thing wrong with the server's settings or the connected
+// user's privileges. A fatal problem stops the program at start; the others
+// are warnings.
+type Problem struct {
+	// Setting is the server variable or configuration key at fault.
+	Setting string
+	// Found is what the server has.
+	Found string
+	// Fix says what binlogsync needs and how to get it.
+	Fix   string
+	Fatal bool
+}
+
+// Error is the one-line message: "<setting> is <found>; <fix>".
+func (p Problem) Error() string {
+	return p.Setting + " is " + p.Found + "; " + p.Fix
+}
+
+// PreflightOptions say what Preflight checks against.
+type PreflightOptions struct {
+	// Flavor is "mysql" or "mariadb" (see DetectFlavor).
+	Flavor string
+	// ServerID is mysql.server_id, the id binlogsync registers with.
+	ServerID uint32
+	// User is mysql.user, for messages.
+	User string
+	// Tables are the tables.include globs ("db.table", path.Match syntax) that
+	// the connected user needs SELECT on. Empty means every table ("*.*").
+	Tables []string
+}
+
+// DetectFlavor tells MySQL from MariaDB by VERSION() and @@version_comment.
+func DetectFlavor(ctx context.Context, db *sql.DB) (string, error) {
+	var version, comment string
+	if err := db.QueryRowContext(ctx, "SELECT VERSION(), @@version_comment").Scan(&version, &comment); err != nil {
+		return "", fmt.Errorf("reading the server version: %w", err)
+	}
+	if strings.Contains(strings.ToLower(version+" "+comment), "mariadb") {
+		return "mariadb", nil
+	}
+	return "mysql", nil
+}
+
+// Preflight checks the server's binlog settings, the connected user's
+// privileges and mysql.server_id. It returns every problem found; the error is
+// only for failing to run the checks at all.
+//
+// The least privilege binlogsync needs is
+//
+//	GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'binlogsync'@'%'
+//
+// REPLICATION SLAVE reads the binlog stream; REPLICATION CLIENT (called
+// BINLOG MONITOR on MariaDB 10.5 and later) runs SHOW MASTER STATUS and SHOW
+// BINARY LOGS; SELECT lets the schema loader and the reconciler read the
+// replicated tables (SELECT on just those tables or their databases is
+// enough). With this grant MariaDB does not let the user run SHOW SLAVE HOSTS
+// (that needs REPLICATION MASTER ADMIN), so Preflight then only warns that it
+// could not check whether another replica already uses mysql.server_id.
+func Preflight(ctx context.Context, db *sql.DB, opts PreflightOptions) ([]Problem, error) {
+	if opts.Flavor != "mysql" && opts.Flavor != "mariadb" {
+		f, err := DetectFlavor(ctx, db)
+		if err != nil {
+			return nil, err
+		}
+		opts.Flavor = f
+	}
+	vars, err := globalVariables(ctx, db, "log_bin", "binlog_format", "binlog_row_image", "binlog_row_metadata",
+		"binlog_row_value_options", "binlog_checksum", "gtid_mode", "server_id")
+	if err != nil {
+		return nil, err
+	}
+	problems := checkVariables(vars, opts.Flavor)
+
+	grants, err := queryRows(ctx, db, "SHOW GRANTS")
+	if err != nil {
+		return nil, fmt.Errorf("reading the privileges of mysql.user %q: %w", opts.User, err)
+	}
+	var current string
+	if err := db.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&current); err != nil {
+		return nil, fmt.Errorf("reading CURRENT_USER(): %w", err)
+	}
+	var lines []string
+	for _, r := range grants {
+		for _, v := range r {
+			lines = append(lines, v)
+		}
+	}
+	problems = append(problems, checkGrants(lines, quoteAccount(current), opts.Tables)...)
+
+	p, err := checkServerID(ctx, db, opts, vars["server_id"])
+	if err != nil {
+		return nil, err
+	}
+	return append(problems, p...), nil
+}
+
+// globalVariables reads the named global variables; those the server does not
+// have are absent from the map.
+func globalVariables(ctx context.Context, db *sql.DB, names ...string) (map[string]string, error) {
+	q := "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('" + strings.Join(names, "','") + "')"
+	rows, err := queryRows(ctx, db, q)
+	if err != nil {
+		return nil, fmt.Errorf("reading the server's variables: %w", err)
+	}
+	out := make(map[string]string, len(rows))
+	for _, r := range rows {
+		out[strings.ToLower(r["variable_name"])] = r["value"]
+	}
+	return out, nil
+}
+
+// checkVariables checks the binlog settings read by globalVariables.
+func checkVariables(v map[string]string, flavor string) []Problem {
+	var out []Problem
+	need := func(name, want string, fatal bool, how string) {
+		got, ok := v[name]
+		if !ok {
+			got = "not supported by this server version"
+		} else if strings.EqualFold(got, want) {
+			return
+		}
+		if got == "" {
+			got = "empty"
+		}
+		out = append(out, Problem{Setting: name, Found: got, Fatal: fatal,
+			Fix: "binlogsync needs " + want + ": " + how})
+	}
+	setBoth := func(name, value string) string {
+		return "SET GLOBAL " + name + "=" + value + " and " + name + "=" + value + " in my.cnf"
+	}
+	need("log_bin", "ON", true, "start the server with log_bin (log-bin=mysql-bin and a server_id in my.cnf) "+
+		"and restart it")
+	need("binlog_format", "ROW", true, setBoth("binlog_format", "ROW"))
+	need("binlog_row_image", "FULL", true, setBoth("binlog_row_image", "FULL"))
+	need("binlog_row_metadata", "FULL", false, setBoth("binlog_row_metadata", "FULL")+
+		" (until then column names come from the schema, which is wrong while a DDL is in flight)")
+	if c, ok := v["binlog_checksum"]; ok && !strings.EqualFold(c, "CRC32") && !strings.EqualFold(c, "NONE") {
+		out = append(out, Problem{Setting: "binlog_checksum", Found: c, Fatal: true,
+			Fix: "binlogsync reads CRC32 or NONE: " + setBoth("binlog_checksum", "CRC32")})
+	}
+	if flavor != "mysql" {
+		return out
+	}
+	if o := v["binlog_row_value_options"]; strings.Contains(strings.ToUpper(o), "PARTIAL_JSON") {
+		out = append(out, Problem{Setting: "binlog_row_value_options", Found: o, Fatal: true,
+			Fix: "binlogsync needs whole JSON values, not partial updates: SET GLOBAL binlog_row_value_options='' " +
+				"and binlog_row_value_options='' in my.cnf"})
+	}
+	if g, ok := v["gtid_mode"]; ok && !strings.EqualFold(g, "ON") {
+		out = append(out, Problem{Setting: "gtid_mode", Found: g,
+			Fix: "checkpoints hold only binlog file and offset, so after a failover Redis must be reloaded; " +
+				"for GTID positions set enforce_gtid_consistency=ON and step gtid_mode through OFF_PERMISSIVE, " +
+				"ON_PERMISSIVE to ON"})
+	}
+	return out
+}
+
+// grant is one parsed SHOW GRANTS line of the form GRANT privs ON db.table TO.
+type grant struct {
+	privs     []string // upper case; column-level privileges left out
+	db, table string   // unquoted; "*" for a wildcard
+}
+
+// checkGrants checks the connected user's privileges: REPLICATION SLAVE and
+// REPLICATION CLIENT on *.*, SELECT on every include glob. account is the
+// user as a GRANT names it ('user'@'host').
+func checkGrants(lines []string, account string, include []string) []Problem {
+	var grants []grant
+	roles := false
+	for _, l := range lines {
+		g, ok, isRole := parseGrant(l)
+		roles = roles || isRole
+		if ok {
+			grants = append(grants, g)
+		}
+	}
+	has := func(db, table string, names ...string) bool {
+		for _, g := range grants {
+			if g.db != db || g.table != table {
+				continue
+			}
+			for _, p := range g.privs {
+				if p == "ALL" || p == "ALL PRIVILEGES" || slices.Contains(names, p) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	var missing []string
+	if !has("*", "*", "REPLICATION SLAVE", "REPLICATION REPLICA") {
+		missing = append(missing, "REPLICATION SLAVE")
+	}
+	if !has("*", "*", "REPLICATION CLIENT", "BINLOG MONITOR") {
+		missing = append(missing, "REPLICATION CLIENT")
+	}
+	var out []Problem
+	roleNote := ""
+	if roles {
+		// MySQL's SHOW GRANTS does not expand granted roles.
+		roleNote = " (privileges held through roles were not checked)"
+	}
+	if len(missing) > 0 {
+		list := strings.Join(missing, ", ")
+		out = append(out, Problem{Setting: "mysql.user", Found: account + " without " + list + roleNote,
+			Fatal: !roles, Fix: "binlogsync needs them on *.*: GRANT " + list + " ON *.* TO " + account})
+	}
+
+	if len(include) == 0 {
+		include = []string{"*.*"}
+	}
+	if has("*", "*", "SELECT") {
+		return out
+	}
+	var noSelect []string
+	for _, glob := range include {
+		if !selectCovers(grants, glob) {
+			noSelect = append(noSelect, glob)
+		}
+	}
+	if len(noSelect) > 0 {
+		on := "*.*"
+		if len(noSelect) == 1 && !strings.ContainsAny(noSelect[0], `*?[\`) {
+			d, t, _ := strings.Cut(noSelect[0], ".")
+			on = "`" + d + "`.`" + t + "`"
+		}
+		out = append(out, Problem{Setting: "mysql.user", Found: account + " without SELECT on " +
+			strings.Join(noSelect, ", ") + " (tables.include)" + roleNote, Fatal: !roles,
+			Fix: "binlogsync reads the replicated tables: GRANT SELECT ON " + on + " TO " + account})
+	}
+	return out
+}
+
+// selectCovers reports whether a SELECT grant provably covers every table the
+// db.table glob can match: a database-level grant whose pattern matches the
+// glob's literal database, or a table-level grant on the exact table.
+func selectCovers(grants []grant, glob string) bool {
+	db, table, ok := strings.Cut(glob, ".")
+	if !ok || strings.ContainsAny(db, `*?[\`) {
+		return false
+	}
+	literalTable := !strings.ContainsAny(table, `*?[\`)
+	for _, g := range grants {
+		if !slices.Contains(g.privs, "SELECT") && !slices.Contains(g.privs, "ALL PRIVILEGES") &&
+			!slices.Contains(g.privs, "ALL") {
+			continue
+		}
+		switch {
+		case g.db == "*": // *.* was checked before; "*.t" does not exist
+		case g.table == "*" && likeMatch(g.db, db):
+			return true
+		case literalTable && g.db == db && g.table == table:
+			return true
+		}
+	}
+	return false
+}
+
+// likeMatch matches s against a database name pattern of a GRANT: % is any
+// run, _ any one character, \ escapes.
+func likeMatch(pattern, s string) bool {
+	if pattern == "" {
+		return s == ""
+	}
+	switch pattern[0] {
+	case '%':
+		for i := 0; i <= len(s); i++ {
+			if likeMatch(pattern[1:], s[i:]) {
+				return true
+			}
+		}
+		return false
+	case '_':
+		return s != "" && likeMatch(pattern[1:], s[1:])
+	case '\\':
+		if len(pattern) > 1 {
+			pattern = pattern[1:]
+		}
+	}
+	return s != "" && s[0] == pattern[0] && likeMatch(pattern[1:], s[1:])
+}
+
+// parseGrant parses "GRANT <privs> ON <db>.<table> TO ...". ok is false for
+// other lines (roles, PROXY, routines); role is true for "GRANT <role> TO".
+func parseGrant(line string) (g grant, ok, role bool) {
+	rest, found := strings.CutPrefix(line, "GRANT ")
+	if !found {
+		return g, false, false
+	}
+	// The privilege list ends at " ON " or, for a role grant, " TO ", outside
+	// quotes and parentheses.
+	depth, quote := 0, byte(0)
+	end, isRole := -1, false
+	for i := 0; i < len(rest) && end < 0; i++ {
+		c := rest[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '`' || c == '\'' || c == '"':
+			quote = c
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case depth == 0 && strings.HasPrefix(rest[i:], " ON "):
+			end = i
+		case depth == 0 && strings.HasPrefix(rest[i:], " TO "):
+			end, isRole = i, true
+		}
+	}
+	if end < 0 || isRole {
+		return g, false, isRole
+	}
+	for _, p := range splitTopLevel(rest[:end]) {
+		p = strings.ToUpper(strings.TrimSpace(p))
+		if strings.Contains(p, "(") { // column-level: not the whole table
+			continue
+		}
+		g.privs = append(g.privs, p)
+	}
+	obj := rest[end+len(" ON "):]
+	obj = strings.TrimPrefix(obj, "TABLE ")
+	var okDB, okTable bool
+	g.db, obj, okDB = cutIdent(obj)
+	if !okDB || !strings.HasPrefix(obj, ".") {
+		return g, false, false // PROXY ON ''@'%', PROCEDURE ..., etc.
+	}
+	g.table, _, okTable = cutIdent(obj[1:])
+	return g, okTable, false
+}
+
+// splitTopLevel splits s at commas outside parentheses and quotes.
+func splitTopLevel(s string) []string {
+	var out []string
+	depth, quote, start := 0, byte(0), 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '`' || c == '\'' || c == '"':
+			quote = c
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case c == ',' && depth == 0:
+			out = append(out, s[start:i])
+			start = i + 1
+		}
+	}
+	return append(out, s[start:])
+}
+
+// cutIdent reads one identifier (`quoted`, *, or bare) from the front of s.
+func cutIdent(s string) (ident, rest string, ok bool) {
+	if strings.HasPrefix(s, "*") {
+		return "*", s[1:], true
+	}
+	if strings.HasPrefix(s, "`") {
+		var b strings.Builder
+		for i := 1; i < len(s); i++ {
+			if s[i] != '`' {
+				b.WriteByte(s[i])
+				continue
+			}
+			if i+1 < len(s) && s[i+1] == '`' { // `` is an escaped backtick
+				b.WriteByte('`')
+				i++
+				continue
+			}
+			return b.String(), s[i+1:], true
+		}
+		return "", s, false
+	}
+	i := strings.IndexAny(s, ". ")
+	if i <= 0 {
+		return s, "", s != ""
+	}
+	return s[:i], s[i:], true
+}
+
+// quoteAccount turns CURRENT_USER()'s user@host into 'user'@'host'.
+func quoteAccount(current string) string {
+	i := strings.LastIndexByte(current, '@')
+	if i < 0 {
+		return "'" + current + "'"
+	}
+	return "'" + current[:i] + "'@'" + current[i+1:] + "'"
+}
+
+// checkServerID checks that mysql.server_id is set, is not the server's own
+// and is not registered by another replica.
+func checkServerID(ctx context.Context, db *sql.DB, opts PreflightOptions, own string) ([]Problem, error) {
+	id := strconv.FormatUint(uint64(opts.ServerID), 10)
+	const fix = "a replica needs an id of its own: set mysql.server_id to an unused value"
+	if opts.ServerID == 0 {
+		return []Problem{{Setting: "mysql.server_id", Found: "0", Fatal: true, Fix: fix}}, nil
+	}
+	if id == own {
+		return []Problem{{Setting: "mysql.server_id", Found: id + ", the server's own @@server_id", Fatal: true,
+			Fix: fix}}, nil
+	}
+	var rows []map[string]string
+	var err error
+	if opts.Flavor == "mysql" {
+		rows, err = queryRows(ctx, db, "SHOW REPLICAS")
+		if isParseError(err) { // before MySQL 8.0.22
+			rows, err = queryRows(ctx, db, "SHOW SLAVE HOSTS")
+		}
+	} else {
+		rows, err = queryRows(ctx, db, "SHOW SLAVE HOSTS")
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) && (me.Number == 1227 || me.Number == 1142) { // access denied
+		return []Problem{{Setting: "mysql.server_id", Found: id + " (not checked against other replicas: " +
+			"SHOW SLAVE HOSTS is not allowed for mysql.user; MariaDB wants REPLICATION MASTER ADMIN)",
+			Fix: "make sure no other replica of this server uses server_id " + id}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing the server's replicas: %w", err)
+	}
+	host, _ := os.Hostname()
+	for _, r := range rows {
+		if r["server_id"] == id && host != "" && r["host"] == host {
+			// Registered from this host: most likely this program's previous
+			// run (a crash or kill). The server drops that zombie dump thread
+			// when a replica with the same id connects, so go on.
+			return []Problem{{Setting: "mysql.server_id", Found: id + ", still registered by a replica on this host " +
+				"(probably this program's previous run; the server replaces it)",
+				Fix: "if another binlogsync on this host uses server_id " + id + ", give each its own mysql.server_id"}}, nil
+		}
+		if r["server_id"] == id {
+			return []Problem{{Setting: "mysql.server_id", Found: id + ", already registered by the replica at " +
+				r["host"] + ":" + r["port"], Fatal: true,
+				Fix: fix + " (if that is this program's previous run, wait for the server to drop it " +
+					"or KILL its Binlog Dump thread)"}}, nil
+		}
+	}
+	return nil, nil
+}
+
+// ExplainConnectError turns a failure to connect to MySQL at addr as user into
+// one line that names the setting to fix (mysql.addr, mysql.user,
+// mysql.password or mysql.tls) and how. The original error stays wrapped.
+func ExplainConnectError(addr, user string, err error) error {
+	if err == nil {
+		return nil
+	}
+	at := fmt.Sprintf("MySQL at %s as %q", addr, user)
+	var (
+		me      *mysql.MySQLError
+		dnsErr  *net.DNSError
+		netErr  net.Error
+		certErr *tls.CertificateVerificationError
+		uaErr   x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		invErr  x509.CertificateInvalidError
+		recErr  tls.RecordHeaderError
+		alert   tls.AlertError
+	)
+	switch {
+	case errors.As(err, &me) && (me.Number == 1045 || me.Number == 1698):
+		return fmt.Errorf("mysql.password: the server refused %s (%w); set mysql.password "+
+			"(BINLOGSYNC_MYSQL_PASSWORD) to that user's password, or mysql.user to an existing user", at, err)
+	case errors.As(err, &me) && me.Number == 1130:
+		return fmt.Errorf("mysql.user: %q may not connect from this host (%w); create the user for this host: "+
+			"CREATE USER '%s'@'%%' and GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO '%s'@'%%'",
+			user, err, user, user)
+	case errors.As(err, &me) && me.Number == 1040:
+		return fmt.Errorf("mysql.addr: %s has too many connections (%w); raise max_connections or close idle ones",
+			addr, err)
+	case errors.As(err, &me):
+		return fmt.Errorf("connecting to %s: %w", at, err)
+	case errors.Is(err, mysql.ErrNoTLS), errors.As(err, &certErr), errors.As(err, &uaErr),
+		errors.As(err, &hostErr), errors.As(err, &invErr), errors.As(err, &recErr), errors.As(err, &alert):
+		return fmt.Errorf("mysql.tls: the TLS handshake with %s failed (%w); match mysql.tls to the server: "+
+			"its CA and server name, or mode disabled if the server has no TLS", addr, err)
+	case errors.As(err, &dnsErr):
+		return fmt.Errorf("mysql.addr: cannot resolve the host of %s (%w); set mysql.addr "+
+			"(BINLOGSYNC_MYSQL_ADDR) to the server's host:port", addr, err)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("mysql.addr: nothing accepts connections at %s (%w); check that MySQL runs and "+
+			"set mysql.addr (BINLOGSYNC_MYSQL_ADDR) to the host:port it listens on", addr, err)
+	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+		return fmt.Errorf("mysql.addr: %s is unreachable (%w); set mysql.addr (BINLOGSYNC_MYSQL_ADDR) to "+
+			"a host:port this machine can reach", addr, err)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded),
+		errors.As(err, &netErr) && netErr.Timeout():
+		return fmt.Errorf("mysql.addr: connecting to %s timed out (%w); check mysql.addr "+
+			"(BINLOGSYNC_MYSQL_ADDR) and that no firewall drops the connection", addr, err)
+	}
+	return fmt.Errorf("connecting to %s (mysql.addr, mysql.user): %w", at, err)
+}
+
+// BinlogAvailable reports whether file is still listed by SHOW BINARY LOGS,
+// that is, whether a checkpoint in it can still be resumed from.
+func BinlogAvailable(ctx context.Context, db *sql.DB, file string) (bool, error) {
+	rows, err := queryRows(ctx, db, "SHOW BINARY LOGS")
+	if err != nil {
+		return false, fmt.Errorf("running SHOW BINARY LOGS: %w", err)
+	}
+	for _, r := range rows {
+		if r["log_name"] == file {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// CurrentPosition returns the end of the server's binlog: a transaction
+// boundary, with the GTID set executed up to it and the server's identity
+// (server_uuid on MySQL, server_id on MariaDB). Epoch is left zero.
+//
+// On MariaDB the GTID set is BINLOG_GTID_POS at the file and offset, so both
+// name the same point even while transactions commit; that reads the binlog
+// file up to the offset.
+func CurrentPosition(ctx context.Context, db *sql.DB, flavor string) (change.Position, error) {
+	if flavor != "mysql" && flavor != "mariadb" {
+		f, err := DetectFlavor(ctx, db)
+		if err != nil {
+			return change.Position{}, err
+		}
+		flavor = f
+	}
+	var rows []map[string]string
+	var err error
+	if flavor == "mysql" {
+		rows, err = queryRows(ctx, db, "SHOW BINARY LOG STATUS") // MySQL 8.2+; 8.4 dropped SHOW MASTER STATUS
+		if isParseError(err) {
+			rows, err = queryRows(ctx, db, "SHOW MASTER STATUS")
+		}
+	} else {
+		rows, err = queryRows(ctx, db, "SHOW MASTER STATUS")
+	}
+	if err != nil {
+		return change.Position{}, fmt.Errorf("reading the binlog position (SHOW MASTER STATUS): %w", err)
+	}
+	if len(rows) == 0 || rows[0]["file"] == "" {
+		return change.Position{}, errors.New("reading the binlog position: the server writes no binlog; " +
+			"start it with log_bin (log-bin=mysql-bin in my.cnf)")
+	}
+	r := rows[0]
+	pos, err := strconv.ParseUint(r["position"], 10, 32)
+	if err != nil {
+		return change.Position{}, fmt.Errorf("reading the binlog position: bad Position %q: %w", r["position"], err)
+	}
+	p := change.Position{File: r["file"], Pos: uint32(pos), Flavor: flavor}
+	if flavor == "mysql" {
+		gtid, ok := r["executed_gtid_set"]
+		if !ok {
+			if err := db.QueryRowContext(ctx, "SELECT @@GLOBAL.gtid_executed").Scan(&gtid); err != nil {
+				return change.Position{}, fmt.Errorf("reading @@gtid_executed: %w", err)
+			}
+		}
+		p.GTIDSet = strings.Join(strings.Fields(gtid), "")
+		if err := db.QueryRowContext(ctx, "SELECT @@server_uuid").Scan(&p.ServerUUID); err != nil {
+			return change.Position{}, fmt.Errorf("reading @@server_uuid: %w", err)
+		}
+		return p, nil
+	}
+	var gtid sql.NullString
+	if err := db.QueryRowContext(ctx, "SELECT BINLOG_GTID_POS(?, ?)", p.File, p.Pos).Scan(&gtid); err != nil {
+		return change.Position{}, fmt.Errorf("reading the GTID position at %s:%d: %w", p.File, p.Pos, err)
+	}
+	if !gtid.Valid {
+		return change.Position{}, fmt.Errorf("reading the GTID position at %s:%d: BINLOG_GTID_POS returned NULL",
+			p.File, p.Pos)
+	}
+	p.GTIDSet = gtid.String
+	if err := db.QueryRowContext(ctx, "SELECT @@server_id").Scan(&p.ServerUUID); err != nil {
+		return change.Position{}, fmt.Errorf("reading @@server_id: %w", err)
+	}
+	return p, nil
+}
+
+// isParseError reports a server syntax error (a statement this version lacks).
+func isParseError(err error) bool {
+	var me *mysql.MySQLError
+	return errors.As(err, &me) && me.Number == 1064
+}
+
+// queryRows runs q and returns its rows as maps from lower-case column name to
+// text value (NULL as "").
+func queryRows(ctx context.Context, db *sql.DB, q string) ([]map[string]string, error) {
+	rows, err := db.QueryContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	var out []map[string]string
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		m := make(map[string]string, len(cols))
+		for i, c := range cols {
+			m[strings.ToLower(c)] = vals[i].String
+		}
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
