@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand"
 	"os"
@@ -281,26 +282,20 @@ func TestIntegrationBinlogGone(t *testing.T) {
 	e.waitSame("t", 20*time.Second, nil, "id")
 	p.stop(t, 15*time.Second)
 	e.exec("FLUSH BINARY LOGS", "INSERT INTO t VALUES (2)", "FLUSH BINARY LOGS")
-	var last string
-	rows, err := e.sqldb.Query("SHOW BINARY LOGS")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var name string
-		var size any
-		cols, _ := rows.Columns()
-		dest := []any{&name, &size}
-		for len(dest) < len(cols) {
-			dest = append(dest, new(any))
+	// The server keeps a file a dump thread still reads; retry until the
+	// stopped binlogsync's thread is gone and the purge takes.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		logs := e.binaryLogs()
+		e.exec("PURGE BINARY LOGS TO '" + logs[len(logs)-1] + "'")
+		if logs = e.binaryLogs(); len(logs) == 1 {
+			break
 		}
-		if err := rows.Scan(dest...); err != nil {
-			t.Fatal(err)
+		if time.Now().After(deadline) {
+			t.Fatalf("binlogs not purged: %v", logs)
 		}
-		last = name
+		time.Sleep(200 * time.Millisecond)
 	}
-	rows.Close()
-	e.exec("PURGE BINARY LOGS TO '" + last + "'")
 	p = e.spawn("--config", "../config.example.yaml")
 	code := p.wait(t, 30*time.Second)
 	if code != 4 {
@@ -388,4 +383,26 @@ func TestIntegrationVersionsOnlyGrow(t *testing.T) {
 	}
 	_ = context.Background()
 	p.stop(t, 15*time.Second)
+}
+
+func (e *env) binaryLogs() []string {
+	e.t.Helper()
+	rows, err := e.sqldb.Query("SHOW BINARY LOGS")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	cols, _ := rows.Columns()
+	for rows.Next() {
+		dest := make([]any, len(cols))
+		for i := range dest {
+			dest[i] = new(sql.RawBytes)
+		}
+		if err := rows.Scan(dest...); err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, string(*dest[0].(*sql.RawBytes)))
+	}
+	return out
 }

@@ -119,7 +119,7 @@ func renderRows() []map[string]string {
 		"c_binary": "'abcd'", "c_varbinary": "X'FF00FF00'",
 		"c_enum": "'back\\\\slash'", "c_enum_big": "'e300'", "c_set": "'a,b,é,d'",
 		"c_set64": "'" + strings.ReplaceAll(labels("s", 64), "'", "") + "'",
-		"c_bit1": "b'1'", "c_bit8": "b'11111111'", "c_bit64": "18446744073709551615",
+		"c_bit1":  "b'1'", "c_bit8": "b'11111111'", "c_bit64": "18446744073709551615",
 		"c_json": `'[1, 2.50, "x", null, true, {"k": []}]'`,
 	}
 	temporal(maxRow, "'9999-12-31 23:59:59.999999'", "'2038-01-19 08:44:07.999999'", "'838:59:59.999999'")
@@ -145,9 +145,9 @@ func renderRows() []map[string]string {
 		"c_varchar": "'é€😀 \t\n'", "c_varchar_l": "'é€ƒ‰Œ trailing  '", "c_ascii": "'plain  '",
 		"c_utf8mb3": "'ümlaut'", "c_text": "'emoji 😀👍🏽 and NUL-free text'", "c_text_l": "'latin1 text é € Ÿ'",
 		"c_longtext": "REPEAT('ab', 40000)",
-		"c_binary": "X'00FF'", "c_varbinary": "X'0000'", "c_tinyblob": "X'FF'", "c_blob": "X'00FF00FF'",
+		"c_binary":   "X'00FF'", "c_varbinary": "X'0000'", "c_tinyblob": "X'FF'", "c_blob": "X'00FF00FF'",
 		"c_longblob": "CONCAT(X'00', REPEAT(X'FF', 70000), X'00')",
-		"c_enum": "'é'", "c_enum_l": "'€'", "c_enum_big": "'e1'", "c_set": "'é,a'", "c_set_l": "'€,é'",
+		"c_enum":     "'é'", "c_enum_l": "'€'", "c_enum_big": "'e1'", "c_set": "'é,a'", "c_set_l": "'€,é'",
 		"c_set64": "'s64'", "c_bit1": "1", "c_bit8": "b'1010'", "c_bit64": "9223372036854775808",
 		"c_json": `'{"k": "é😀\\u00e9", "a" : [1,2.5e0,"x"], "n": null, "esc": "q\\"b\\\\s"}'`,
 		"c_geom": "ST_GeomFromText('LINESTRING(0 0, 1.5 2.25)')",

@@ -207,13 +207,26 @@ func unescape(c byte) byte {
 func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols []Column, pk []int, err error) {
 	name := string(tm.Schema) + "." + string(tm.Table)
 	n := int(tm.ColumnCount)
+	hasNames := len(tm.ColumnName) == n
 	if fallback != nil && len(fallback.Columns) != n {
-		if len(tm.ColumnName) != n {
+		if !hasNames {
 			return nil, nil, fmt.Errorf("cannot determine column names of %s: the table map has %d columns but the schema has %d; set binlog_row_metadata=FULL on the server", name, n, len(fallback.Columns))
 		}
 		fallback = nil // stale; the table map has all it takes
 	}
-	if len(tm.ColumnName) != n && fallback == nil {
+	if hasNames && fallback != nil {
+		// The schema only fills gaps of a complete table map if it describes
+		// the same columns.
+		for i := range fallback.Columns {
+			sc := &fallback.Columns[i]
+			c := Column{Type: tm.ColumnType[i], Meta: tm.ColumnMeta[i]}
+			if !strings.EqualFold(sc.Name, string(tm.ColumnName[i])) || checkCompatible(&c, sc) != nil {
+				fallback = nil
+				break
+			}
+		}
+	}
+	if !hasNames && fallback == nil {
 		return nil, nil, fmt.Errorf("cannot determine column names of %s: the table map carries no column names and no schema was given; set binlog_row_metadata=FULL on the server", name)
 	}
 
@@ -234,7 +247,7 @@ func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols 
 			}
 			c.Generated = sc.Generated
 		}
-		if len(tm.ColumnName) == n {
+		if hasNames {
 			c.Name = string(tm.ColumnName[i])
 		} else {
 			c.Name = sc.Name
@@ -296,7 +309,7 @@ func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols 
 	}
 
 	switch {
-	case len(tm.ColumnName) == n: // the table map is authoritative, even about having no key
+	case hasNames: // the table map is authoritative, even about having no key
 		for _, k := range tm.PrimaryKey {
 			if k >= uint64(n) {
 				return nil, nil, fmt.Errorf("resolving columns of %s: primary key column %d out of range", name, k)
