@@ -59,10 +59,6 @@ type Column struct {
 	// values in FULL row images (MariaDB and MySQL), so they render like any
 	// other column.
 	Generated string
-	// Skip marks a column that gets no field in Redis. ResolveColumns never
-	// sets it: MariaDB and MySQL log the values of virtual and stored generated
-	// columns alike in FULL row images, so every column can be rendered.
-	Skip bool
 }
 
 // RealType is the column's type with MYSQL_TYPE_STRING resolved into
