@@ -223,56 +223,56 @@ func (p *proc) wait(t *testing.T, within time.Duration) int {
 // key -> field -> value (NULL columns absent), as SPEC section 2 defines.
 func (e *env) snapshotMySQL(table string, pk ...string) map[string]map[string]string {
 	e.t.Helper()
-	conn, err := e.sqldb.Conn(context.Background())
+	out, err := snapshotText(e.my.Addr(), "root", e.my.RootPassword, e.db, table, e.prefix, pk)
 	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer conn.Close()
-	if _, err := conn.ExecContext(context.Background(), "SET time_zone = '+00:00'"); err != nil {
-		e.t.Fatal(err)
-	}
-	rows, err := conn.QueryContext(context.Background(), "SELECT * FROM `"+e.db+"`.`"+table+"`")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	types, _ := rows.ColumnTypes()
-	out := map[string]map[string]string{}
-	for rows.Next() {
-		vals := make([]sql.RawBytes, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			e.t.Fatal(err)
-		}
-		m := map[string]string{}
-		for i, c := range cols {
-			if vals[i] == nil {
-				continue
-			}
-			v := string(vals[i])
-			if types[i].DatabaseTypeName() == "BIT" {
-				var n uint64
-				for _, b := range vals[i] {
-					n = n<<8 | uint64(b)
-				}
-				v = strconv.FormatUint(n, 10)
-			}
-			m[c] = v
-		}
-		var kp []string
-		for _, k := range pk {
-			kp = append(kp, m[k])
-		}
-		out[e.prefix+e.db+":"+table+":"+strings.Join(kp, ":")] = m
-	}
-	if err := rows.Err(); err != nil {
 		e.t.Fatal(err)
 	}
 	return out
+}
+
+// snapshotText reads every row of db.table with testenv.SelectText (the
+// server's exact text-protocol bytes, in UTC): prefix+db:table:pk -> column ->
+// value, NULL columns absent. BIT columns are read as col+0, the unsigned
+// decimal SPEC section 2 prescribes.
+func snapshotText(addr, user, password, db, table, prefix string, pk []string) (map[string]map[string]string, error) {
+	_, cols, err := testenv.SelectText(addr, user, password, db,
+		"SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '"+db+
+			"' AND TABLE_NAME = '"+table+"' ORDER BY ORDINAL_POSITION")
+	if err != nil {
+		return nil, fmt.Errorf("reading the columns of %s.%s: %w", db, table, err)
+	}
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("table %s.%s has no columns (does it exist?)", db, table)
+	}
+	names := make([]string, len(cols))
+	exprs := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = string(c[0])
+		exprs[i] = "`" + names[i] + "`"
+		if strings.EqualFold(string(c[1]), "bit") {
+			exprs[i] += "+0"
+		}
+	}
+	_, rows, err := testenv.SelectText(addr, user, password, db,
+		"SELECT "+strings.Join(exprs, ", ")+" FROM `"+db+"`.`"+table+"`")
+	if err != nil {
+		return nil, fmt.Errorf("reading %s.%s: %w", db, table, err)
+	}
+	out := make(map[string]map[string]string, len(rows))
+	for _, r := range rows {
+		m := map[string]string{}
+		for i, v := range r {
+			if v != nil {
+				m[names[i]] = string(v)
+			}
+		}
+		kp := make([]string, len(pk))
+		for i, k := range pk {
+			kp[i] = m[k]
+		}
+		out[prefix+db+":"+table+":"+strings.Join(kp, ":")] = m
+	}
+	return out, nil
 }
 
 // snapshotRedis reads every row key of db.table: key -> field -> value,

@@ -406,3 +406,49 @@ func (e *env) binaryLogs() []string {
 	}
 	return out
 }
+
+func TestIntegrationMariaDBRestartMidStream(t *testing.T) {
+	my := testenv.NewMariaDB(t, testenv.MariaDBOptions{})
+	e := newEnv(t, my, testenv.NewRedis(t))
+	e.exec(usersDDL)
+	p := e.start("--config", "../config.example.yaml")
+	for i := 0; i < 100; i++ {
+		e.exec(fmt.Sprintf("INSERT INTO users VALUES (%d,'before',%d,NULL,NOW(6))", i, i))
+	}
+	if err := my.Restart(); err != nil { // a new binlog file follows
+		t.Fatal(err)
+	}
+	e.sqldb = my.Root(t, e.db) // the old pool's connections are dead
+	for i := 100; i < 200; i++ {
+		e.exec(fmt.Sprintf("INSERT INTO users VALUES (%d,'after',%d,NULL,NOW(6))", i, i))
+	}
+	e.exec("UPDATE users SET name = 'updated' WHERE id < 50", "DELETE FROM users WHERE id >= 150")
+	e.waitSame("users", 60*time.Second, nil, "id")
+	if n := p.metric(t, "binlogsync_binlog_reconnects_total"); n < 1 {
+		t.Errorf("binlogsync_binlog_reconnects_total = %v, want >= 1", n)
+	}
+	if code := p.stop(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+}
+
+func TestIntegrationCheckFlag(t *testing.T) {
+	e := sharedEnv(t)
+	p := e.spawn("--config", "../config.example.yaml", "--check")
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("--check on a good setup exited %d:\n%s", code, p.Log())
+	}
+	if !strings.Contains(p.Log(), "all checks passed") {
+		t.Fatalf("--check should say the checks passed:\n%s", p.Log())
+	}
+	// A server with STATEMENT binlogs fails the check with the fix named.
+	bad := testenv.NewMariaDB(t, testenv.MariaDBOptions{ExtraArgs: []string{"--binlog-format=STATEMENT"}})
+	e2 := newEnv(t, bad, e.rd)
+	p = e2.spawn("--config", "../config.example.yaml", "--check")
+	if code := p.wait(t, 30*time.Second); code != 3 {
+		t.Fatalf("--check on a STATEMENT server exited %d, want 3:\n%s", code, p.Log())
+	}
+	if !strings.Contains(p.Log(), "binlog_format is STATEMENT") || !strings.Contains(p.Log(), "binlog_format=ROW") {
+		t.Fatalf("message should name binlog_format and the fix:\n%s", p.Log())
+	}
+}

@@ -1,0 +1,326 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-mysql-org/go-mysql/mysql"
+	"github.com/go-mysql-org/go-mysql/replication"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/app"
+	"github.com/binlogsync/binlogsync/config"
+)
+
+// drainResult is one drain of a backlog into an empty Redis.
+type drainResult struct {
+	rows    int
+	total   time.Duration // process (or reader) start -> last row in Redis
+	startup time.Duration // process start -> "streaming" logged
+	cpu     float64       // CPU seconds of binlogsync (or the baseline)
+	maxRSS  int64         // KiB, binlogsync subprocess only
+	servers cpuTimes      // CPU seconds of MariaDB and Redis during the drain
+	redisUs float64       // microseconds Redis spent in the write commands
+}
+
+func (r drainResult) rowsPerSec() float64 { return float64(r.rows) / r.total.Seconds() }
+
+// streamRowsPerSec excludes start-up (connecting, preflight checks).
+func (r drainResult) streamRowsPerSec() float64 {
+	return float64(r.rows) / (r.total - r.startup).Seconds()
+}
+
+func (r drainResult) String() string {
+	s := fmt.Sprintf("%d rows in %.2fs = %.0f rows/s", r.rows, r.total.Seconds(), r.rowsPerSec())
+	if r.startup > 0 {
+		s += fmt.Sprintf(" (start-up %.0fms; %.0f rows/s after it)", float64(r.startup.Milliseconds()), r.streamRowsPerSec())
+	}
+	s += fmt.Sprintf("; CPU s: self %.2f, MariaDB %.2f, Redis %.2f (in write commands %.2f)",
+		r.cpu, r.servers.maria, r.servers.redis, r.redisUs/1e6)
+	if r.maxRSS > 0 {
+		s += fmt.Sprintf("; peak RSS %.1f MiB", float64(r.maxRSS)/1024)
+	}
+	return s
+}
+
+func (e *benv) writeUsec() float64 {
+	var us float64
+	for name, v := range e.commandStats() {
+		if name == "evalsha" || name == "eval" || name == "hset" {
+			us += v[1]
+		}
+	}
+	return us
+}
+
+// proc is a running binlogsync binary.
+type proc struct {
+	b     *testing.B
+	cmd   *exec.Cmd
+	log   logBuf
+	done  chan struct{}
+	start time.Time
+}
+
+// startBinary runs the binlogsync binary from file:pos.
+func (e *benv) startBinary(file string, pos uint32) *proc {
+	e.b.Helper()
+	p := &proc{b: e.b, done: make(chan struct{})}
+	ckpt := filepath.Join(e.b.TempDir(), "checkpoint")
+	p.cmd = exec.Command(binPath, "--start-file", file, "--start-pos", strconv.FormatUint(uint64(pos), 10))
+	p.cmd.Env = append(os.Environ(), e.environ(ckpt)...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
+	p.start = time.Now()
+	mustf(e.b, p.cmd.Start(), "starting binlogsync")
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	e.b.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *proc) why() string { return "binlogsync log:\n" + tail(p.log.String(), 4000) }
+
+func (p *proc) streaming() bool { return strings.Contains(p.log.String(), "msg=streaming") }
+
+// stop sends SIGTERM, waits for a clean exit and returns peak RSS (KiB) and
+// CPU seconds.
+func (p *proc) stop() (int64, float64) {
+	p.b.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		p.b.Fatalf("binlogsync did not stop after SIGTERM: %s", p.why())
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		p.b.Fatalf("binlogsync exited with %d: %s", code, p.why())
+	}
+	ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return 0, 0
+	}
+	return ru.Maxrss, tvSec(ru.Utime) + tvSec(ru.Stime)
+}
+
+// drainBinary runs the binlogsync binary from file:pos into an empty Redis
+// until it holds want keys, then stops it (SIGTERM) and reads its rusage.
+func (e *benv) drainBinary(file string, pos uint32, want int) drainResult {
+	e.b.Helper()
+	e.flushRedis()
+	cpu0 := e.serverCPU()
+	p := e.startBinary(file, pos)
+	var streaming, end time.Time
+	deadline := time.Now().Add(10 * time.Minute)
+	for {
+		if streaming.IsZero() && p.streaming() {
+			streaming = time.Now()
+		}
+		if n := e.dbsize(); n >= int64(want) {
+			end = time.Now()
+			break
+		}
+		select {
+		case <-p.done:
+			e.b.Fatalf("binlogsync exited before Redis held %d keys: %s", want, p.why())
+		default:
+		}
+		if time.Now().After(deadline) {
+			e.b.Fatalf("Redis holds %d keys, want %d: %s", e.dbsize(), want, p.why())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r := drainResult{rows: want, total: end.Sub(p.start), servers: e.serverCPU().sub(cpu0), redisUs: e.writeUsec()}
+	if !streaming.IsZero() {
+		r.startup = streaming.Sub(p.start)
+	}
+	r.maxRSS, r.cpu = p.stop()
+	return r
+}
+
+func tvSec(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return tvSec(ru.Utime) + tvSec(ru.Stime)
+}
+
+// drainProfiled runs app.Run in this process with a CPU profile written to
+// outDir/<name>.cpu.pprof, from file:pos until Redis holds want keys.
+func (e *benv) drainProfiled(name, file string, pos uint32, want int) drainResult {
+	e.b.Helper()
+	e.flushRedis()
+	cfg, err := config.Load("", e.environ(filepath.Join(e.b.TempDir(), "checkpoint")))
+	mustf(e.b, err, "loading the configuration")
+	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	profPath := filepath.Join(outDir, name+".cpu.pprof")
+	f, err := os.Create(profPath)
+	mustf(e.b, err, "creating the profile")
+	defer f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cpu0, self0 := e.serverCPU(), selfCPU()
+	start := time.Now()
+	mustf(e.b, pprof.StartCPUProfile(f), "starting the CPU profile")
+	profiling := true
+	defer func() {
+		if profiling {
+			pprof.StopCPUProfile()
+		}
+	}()
+	runErr := make(chan error, 1)
+	stopped := make(chan struct{})
+	go func() {
+		runErr <- app.Run(ctx, cfg, log, app.Options{Start: config.Start{File: file, Pos: pos}})
+		close(stopped)
+	}()
+	end := e.waitKeys(int64(want), 10*time.Minute, stopped, func() string {
+		select {
+		case err := <-runErr:
+			return fmt.Sprint(err)
+		default:
+			return "still running"
+		}
+	})
+	pprof.StopCPUProfile()
+	profiling = false
+	r := drainResult{rows: want, total: end.Sub(start), cpu: selfCPU() - self0, servers: e.serverCPU().sub(cpu0),
+		redisUs: e.writeUsec()}
+	cancel()
+	if err := <-runErr; err != nil && !errors.Is(err, context.Canceled) {
+		e.b.Fatalf("app.Run: %v", err)
+	}
+	e.b.Logf("CPU profile: %s", profPath)
+	return r
+}
+
+// drainBaseline is the yardstick of issue 2: a bare go-mysql BinlogSyncer
+// reading from file:pos and one goroutine sending plain HSETs (no version, no
+// script), 1000 rows per pipeline, until want rows are written. Values go to
+// Redis as go-mysql decodes them (go-redis formats numbers); NULLs are left
+// out.
+func (e *benv) drainBaseline(file string, pos uint32, want int) drainResult {
+	e.b.Helper()
+	e.flushRedis()
+	host, port, _ := strings.Cut(e.my.Addr(), ":")
+	p, _ := strconv.Atoi(port)
+	cpu0, self0 := e.serverCPU(), selfCPU()
+	start := time.Now()
+	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{
+		ServerID: 4000000001, Flavor: mysql.MariaDBFlavor, Host: host, Port: uint16(p),
+		User: "root", Password: e.my.RootPassword, Charset: "utf8mb4",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	defer syncer.Close()
+	st, err := syncer.StartSync(mysql.Position{Name: file, Pos: pos})
+	mustf(e.b, err, "starting the baseline binlog dump")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const batch = 1000
+	type hset struct {
+		key  string
+		args []any
+	}
+	batches := make(chan []hset, 16)
+	readErr := make(chan error, 1)
+	go func() { // reader
+		defer close(batches)
+		names := map[uint64][]string{}
+		cur := make([]hset, 0, batch)
+		sent := 0
+		for sent < want {
+			ev, err := st.GetEvent(ctx)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			switch ev := ev.Event.(type) {
+			case *replication.TableMapEvent:
+				if string(ev.Schema) == e.db {
+					names[ev.TableID] = ev.ColumnNameString()
+				}
+			case *replication.RowsEvent:
+				cols, ok := names[ev.TableID]
+				if !ok || ev.Table == nil {
+					continue
+				}
+				prefix := e.db + ":" + string(ev.Table.Table) + ":"
+				for _, row := range ev.Rows {
+					args := make([]any, 0, 2*len(row))
+					for i, v := range row {
+						if v != nil {
+							args = append(args, cols[i], v)
+						}
+					}
+					cur = append(cur, hset{key: prefix + fmt.Sprint(row[0]), args: args})
+					sent++
+					if len(cur) == batch {
+						batches <- cur
+						cur = make([]hset, 0, batch)
+					}
+				}
+			}
+		}
+		if len(cur) > 0 {
+			batches <- cur
+		}
+	}()
+	written := 0
+	for hs := range batches {
+		pipe := e.rdb.Pipeline()
+		for _, h := range hs {
+			pipe.HSet(ctx, h.key, h.args...)
+		}
+		_, err := pipe.Exec(ctx)
+		mustf(e.b, err, "baseline pipeline")
+		written += len(hs)
+	}
+	end := time.Now()
+	select {
+	case err := <-readErr:
+		e.b.Fatalf("baseline reader: %v", err)
+	default:
+	}
+	if written != want {
+		e.b.Fatalf("baseline wrote %d rows, want %d", written, want)
+	}
+	if n := e.dbsize(); n != int64(want) {
+		e.b.Fatalf("baseline: Redis holds %d keys, want %d", n, want)
+	}
+	return drainResult{rows: want, total: end.Sub(start), cpu: selfCPU() - self0, servers: e.serverCPU().sub(cpu0),
+		redisUs: e.writeUsec()}
+}
+
+// checkSample compares a few keys written by binlogsync against the baseline's
+// field set, so a drain that wrote empty or partial hashes cannot pass.
+func (e *benv) checkSample(keys []string, wantFields int) {
+	e.b.Helper()
+	for _, k := range keys {
+		n, err := e.rdb.HLen(context.Background(), k).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			e.b.Fatal(err)
+		}
+		if n < int64(wantFields) {
+			e.b.Fatalf("key %s has %d fields, want at least %d", k, n, wantFields)
+		}
+	}
+}

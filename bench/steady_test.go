@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const (
+	steadyRate     = 5000             // transactions per second asked of the generator
+	steadyDuration = 20 * time.Second // length of the load
+	steadyWorkers  = 8                // generator connections
+)
+
+// write is one transaction of the generator: the row it wrote and when.
+type write struct {
+	id     int64
+	t0, t1 time.Time // before the statement was sent, after its OK arrived
+}
+
+// arrival is one keyspace notification: a row's key changed in Redis.
+type arrival struct {
+	id int64
+	at time.Time
+}
+
+// BenchmarkSteady5000 runs a steady load of 5,000 single-row transactions per
+// second (70% inserts, 30% updates, autocommit) from 8 connections for 20s
+// while binlogsync runs, and measures commit-to-Redis latency: from just
+// before the statement is sent to the moment a keyspace notification for the
+// row's key reaches the observer. Each connection writes ids of its own, so the
+// n-th notification of a key is the n-th write of that key.
+func BenchmarkSteady5000(b *testing.B) {
+	e := newEnv(b)
+	e.exec(`CREATE TABLE steady (id BIGINT PRIMARY KEY, name VARCHAR(40), qty INT, price DECIMAL(10,2), ts BIGINT)`)
+	ctx := context.Background()
+	for range b.N {
+		e.flushRedis()
+		mustf(b, e.rdb.ConfigSet(ctx, "notify-keyspace-events", "Kh").Err(), "enabling keyspace notifications")
+		b.Cleanup(func() { e.rdb.ConfigSet(ctx, "notify-keyspace-events", "") })
+		e.exec("DELETE FROM steady")
+		file, pos := e.position()
+
+		sub := redis.NewClient(&redis.Options{Addr: e.rd.Addr(), DisableIdentity: true})
+		ps := sub.PSubscribe(ctx, "__keyspace@0__:"+e.db+":steady:*")
+		_, err := ps.Receive(ctx) // the subscription confirmation
+		mustf(b, err, "subscribing to keyspace notifications")
+		var arrivals []arrival
+		var count atomic.Int64
+		obsDone := make(chan struct{})
+		go func() {
+			defer close(obsDone)
+			prefix := len("__keyspace@0__:" + e.db + ":steady:")
+			for {
+				msg, err := ps.ReceiveMessage(ctx)
+				if err != nil {
+					return // closed
+				}
+				at := time.Now()
+				id, _ := strconv.ParseInt(msg.Channel[prefix:], 10, 64)
+				arrivals = append(arrivals, arrival{id, at})
+				count.Add(1)
+			}
+		}()
+
+		p := e.startBinary(file, pos)
+		for !p.streaming() {
+			select {
+			case <-p.done:
+				b.Fatalf("binlogsync exited: %s", p.why())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		cpu0 := e.serverCPU()
+		load := load1()
+		writes, elapsed := e.generate(steadyRate, steadyDuration, steadyWorkers)
+
+		// Wait for every write to arrive (or 10s).
+		deadline := time.Now().Add(10 * time.Second)
+		for count.Load() < int64(len(writes)) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		srv := e.serverCPU().sub(cpu0)
+		rss, cpu := p.stop()
+		ps.Close()
+		<-obsDone
+		sub.Close()
+
+		lat, exec, missing := match(writes, arrivals)
+		if len(lat) == 0 {
+			b.Fatalf("no write reached Redis: %s", p.why())
+		}
+		txps := float64(len(writes)) / elapsed.Seconds()
+		b.Logf("steady load: %d transactions in %.1fs = %.0f tx/s; %d notifications, %d writes unmatched",
+			len(writes), elapsed.Seconds(), txps, len(arrivals), missing)
+		b.Logf("commit-to-Redis latency (from before the statement): p50 %s p90 %s p99 %s p99.9 %s max %s",
+			pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 99.9), pct(lat, 100))
+		b.Logf("statement round trip (t1-t0): p50 %s p99 %s", pct(exec, 50), pct(exec, 99))
+		b.Logf("CPU s over the load: binlogsync %.2f (whole run), MariaDB %.2f, Redis %.2f; peak RSS %.1f MiB; load1 %.2f",
+			cpu, srv.maria, srv.redis, float64(rss)/1024, load)
+		if missing > len(writes)/1000 {
+			b.Fatalf("%d of %d writes never reached Redis", missing, len(writes))
+		}
+		b.ReportMetric(txps, "tx/s")
+		b.ReportMetric(ms(pct(lat, 50)), "p50-ms")
+		b.ReportMetric(ms(pct(lat, 99)), "p99-ms")
+		b.ReportMetric(ms(pct(lat, 100)), "max-ms")
+		b.ReportMetric(ms(pct(exec, 50)), "stmt-p50-ms")
+		b.ReportMetric(float64(rss)/1024, "peak-RSS-MiB")
+		b.ReportMetric(cpu, "cpu-s")
+		b.ReportMetric(max(load, load1()), "load1")
+	}
+}
+
+// generate runs rate transactions per second for d over workers connections
+// and returns what it wrote and how long it took.
+func (e *benv) generate(rate int, d time.Duration, workers int) ([]write, time.Duration) {
+	e.b.Helper()
+	ctx := context.Background()
+	interval := time.Duration(int64(time.Second) * int64(workers) / int64(rate))
+	per := make([][]write, workers)
+	errs := make(chan error, workers)
+	start := time.Now().Add(50 * time.Millisecond)
+	var wg sync.WaitGroup
+	for w := range workers {
+		conn, err := e.sqldb.Conn(ctx)
+		mustf(e.b, err, "generator connection")
+		wg.Go(func() {
+			defer conn.Close()
+			rng := rand.New(rand.NewPCG(uint64(w), 7))
+			var ids []int64 // ids this worker inserted
+			next := start.Add(time.Duration(w) * interval / time.Duration(workers))
+			for k := 0; ; k++ {
+				if time.Now().Sub(start) >= d {
+					return
+				}
+				if wait := time.Until(next); wait > 0 {
+					time.Sleep(wait)
+				}
+				next = next.Add(interval)
+				var id int64
+				var q string
+				t0 := time.Now()
+				if len(ids) > 10 && rng.IntN(10) < 3 {
+					id = ids[rng.IntN(len(ids))]
+					q = fmt.Sprintf("UPDATE steady SET qty = qty + 1, ts = %d WHERE id = %d", t0.UnixMicro(), id)
+				} else {
+					id = int64(k*workers + w + 1)
+					ids = append(ids, id)
+					q = fmt.Sprintf("INSERT INTO steady VALUES (%d, 'user-%d', %d, %d.%02d, %d)",
+						id, id, k%1000, k%10000, k%100, t0.UnixMicro())
+				}
+				if _, err := conn.ExecContext(ctx, q); err != nil {
+					errs <- fmt.Errorf("generator: %s: %w", q, err)
+					return
+				}
+				per[w] = append(per[w], write{id: id, t0: t0, t1: time.Now()})
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	select {
+	case err := <-errs:
+		e.b.Fatal(err)
+	default:
+	}
+	var all []write
+	for _, p := range per {
+		all = append(all, p...)
+	}
+	return all, elapsed
+}
+
+// match pairs the n-th write of each id with the n-th notification of its key
+// and returns the latencies, the statement round trips and the number of
+// writes with no notification.
+func match(writes []write, arrivals []arrival) (lat, exec []time.Duration, missing int) {
+	byID := map[int64][]time.Time{}
+	for _, a := range arrivals {
+		byID[a.id] = append(byID[a.id], a.at)
+	}
+	seen := map[int64]int{}
+	for _, w := range writes { // per id, writes are in order: one worker owns an id
+		n := seen[w.id]
+		seen[w.id] = n + 1
+		exec = append(exec, w.t1.Sub(w.t0))
+		if n >= len(byID[w.id]) {
+			missing++
+			continue
+		}
+		lat = append(lat, byID[w.id][n].Sub(w.t0))
+	}
+	slices.Sort(lat)
+	slices.Sort(exec)
+	return lat, exec, missing
+}
+
+// pct is the p-th percentile of sorted d.
+func pct(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := int(float64(len(d)-1) * p / 100)
+	return d[i].Round(10 * time.Microsecond)
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
