@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -192,6 +193,30 @@ func (e *benv) drainProfiled(name, file string, pos uint32, want int) drainResul
 		runErr <- app.Run(ctx, cfg, log, app.Options{Start: config.Start{File: file, Pos: pos}})
 		close(stopped)
 	}()
+	heapDone := make(chan struct{})
+	heapStop := make(chan struct{})
+	var peakHeap uint64
+	go func() { // heap at its peak: a heap profile whenever the in-use heap grew by a tenth
+		defer close(heapDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-heapStop:
+				return
+			case <-tick.C:
+			}
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peakHeap+peakHeap/10 {
+				peakHeap = ms.HeapInuse
+				if hf, err := os.Create(filepath.Join(outDir, name+".heap.pprof")); err == nil {
+					_ = pprof.Lookup("heap").WriteTo(hf, 0)
+					hf.Close()
+				}
+			}
+		}
+	}()
 	end := e.waitKeys(int64(want), 10*time.Minute, stopped, func() string {
 		select {
 		case err := <-runErr:
@@ -202,6 +227,10 @@ func (e *benv) drainProfiled(name, file string, pos uint32, want int) drainResul
 	})
 	pprof.StopCPUProfile()
 	profiling = false
+	close(heapStop)
+	<-heapDone
+	e.b.Logf("peak in-use heap (sampled every 100ms): %.1f MiB; heap profile near it: %s",
+		float64(peakHeap)/(1<<20), filepath.Join(outDir, name+".heap.pprof"))
 	r := drainResult{rows: want, total: end.Sub(start), cpu: selfCPU() - self0, servers: e.serverCPU().sub(cpu0),
 		redisUs: e.writeUsec()}
 	cancel()

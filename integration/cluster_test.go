@@ -1,0 +1,119 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/internal/testenv"
+)
+
+// TestIntegrationRedisCluster streams into a 3-master Redis Cluster, with the
+// checkpoint stored in the cluster too, and compares every key.
+func TestIntegrationRedisCluster(t *testing.T) {
+	my := testenv.SharedMariaDB(t)
+	cluster := testenv.NewRedisCluster(t, 3)
+	e := newEnv(t, my, cluster.Nodes[0])
+	e.extra["BINLOGSYNC_REDIS_ADDR"] = ""
+	e.extra["BINLOGSYNC_REDIS_ADDRS"] = strings.Join(cluster.Addrs(), ",")
+	e.extra["BINLOGSYNC_CHECKPOINT_STORE"] = "redis"
+	e.exec(usersDDL, "CREATE TABLE pairs (a INT, b VARCHAR(10), v INT, PRIMARY KEY (a, b))")
+	p := e.start("--config", "../config.example.yaml")
+
+	for i := 0; i < 20; i++ {
+		var vals []string
+		for j := 0; j < 50; j++ {
+			id := i*50 + j
+			vals = append(vals, fmt.Sprintf("(%d,'u%d',%d,NULL,NOW(6))", id, id, id))
+		}
+		e.exec("INSERT INTO users VALUES " + strings.Join(vals, ","))
+	}
+	e.exec(
+		"UPDATE users SET note = 'n' WHERE id % 3 = 0",
+		"DELETE FROM users WHERE id % 7 = 0",
+		"UPDATE users SET id = id + 10000 WHERE id % 11 = 1", // primary-key changes across slots
+		"INSERT INTO pairs VALUES (1,'a',1),(2,'b',2),(3,'c',3)",
+		"UPDATE pairs SET b = 'z' WHERE a = 2",
+	)
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), DisableIdentity: true})
+	defer cc.Close()
+	waitSameCluster(t, e, cc, "users", "id")
+	waitSameCluster(t, e, cc, "pairs", "a", "b")
+
+	// The keys really are spread over the masters.
+	var mu sync.Mutex
+	perNode := map[string]int64{}
+	_ = cc.ForEachMaster(context.Background(), func(ctx context.Context, c *redis.Client) error {
+		n, err := c.DBSize(ctx).Result()
+		mu.Lock()
+		perNode[c.Options().Addr] = n
+		mu.Unlock()
+		return err
+	})
+	for addr, n := range perNode {
+		if n == 0 {
+			t.Errorf("master %s holds no keys: %v", addr, perNode)
+		}
+	}
+	if code := p.stop(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	if raw, err := cc.Get(context.Background(), "binlogsync:checkpoint").Result(); err != nil || !strings.Contains(raw, "mariadb-bin") {
+		t.Fatalf("checkpoint not stored in the cluster: %q %v", raw, err)
+	}
+	if strings.Contains(p.Log(), "CROSSSLOT") {
+		t.Fatalf("CROSSSLOT error in the log")
+	}
+}
+
+func snapshotCluster(t *testing.T, e *env, cc *redis.ClusterClient, table string) map[string]map[string]string {
+	t.Helper()
+	var mu sync.Mutex
+	out := map[string]map[string]string{}
+	err := cc.ForEachMaster(context.Background(), func(ctx context.Context, c *redis.Client) error {
+		iter := c.Scan(ctx, 0, e.db+":"+table+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			h, err := c.HGetAll(ctx, iter.Val()).Result()
+			if err != nil {
+				return err
+			}
+			m := map[string]string{}
+			for f, v := range h {
+				if !strings.HasPrefix(f, "_") {
+					m[f] = v
+				}
+			}
+			mu.Lock()
+			out[iter.Val()] = m
+			mu.Unlock()
+		}
+		return iter.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func waitSameCluster(t *testing.T, e *env, cc *redis.ClusterClient, table string, pk ...string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		d := diff(e.snapshotMySQL(table, pk...), snapshotCluster(t, e, cc, table), nil)
+		if len(d) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			if len(d) > 20 {
+				d = d[:20]
+			}
+			t.Fatalf("cluster differs from MySQL for %s:\n%s", table, strings.Join(d, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
