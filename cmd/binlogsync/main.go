@@ -8,9 +8,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/binlogsync/binlogsync/app"
 	"github.com/binlogsync/binlogsync/config"
@@ -28,8 +30,12 @@ func run() int {
 	startPos := fs.Uint("start-pos", 4, "with --start-file: the byte offset (a transaction boundary)")
 	startGTID := fs.String("start-gtid", "", "start after this GTID set instead of the checkpoint")
 	printConfig := fs.Bool("print-config", false, "print the effective configuration (secrets redacted) and exit")
+	healthcheck := fs.String("healthcheck", "", "GET this URL (e.g. http://127.0.0.1:9090/readyz) and exit 0 on 200, 1 otherwise; for container health checks")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return app.ExitConfig
+	}
+	if *healthcheck != "" {
+		return probe(*healthcheck)
 	}
 	cfg, err := config.Load(*cfgPath, os.Environ())
 	if err != nil {
@@ -59,4 +65,20 @@ func run() int {
 		return code
 	}
 	return app.ExitOK
+}
+
+// probe is the container health check: the image has no curl.
+func probe(url string) int {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "healthcheck:", err)
+		return 1
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		fmt.Fprintln(os.Stderr, "healthcheck:", resp.Status)
+		return 1
+	}
+	return 0
 }
