@@ -154,7 +154,7 @@ func (m *Metrics) counters(cache map[*change.Table]*[4]prometheus.Counter, vec *
 	return c
 }
 
-// RowsRead implements source.Metrics.
+// ObserveRowsRead counts rows read from the binlog.
 func (m *Metrics) ObserveRowsRead(t *change.Table, op change.Op, n int) {
 	m.counters(m.readC, m.RowsRead, t)[op].Add(float64(n))
 }

@@ -33,11 +33,8 @@ type Checkpointer struct {
 	mu      sync.Mutex
 	latest  change.Position
 	saved   change.Position
-	kick    chan struct{}
 	done    chan struct{}
 	stopped chan struct{}
-	errOnce sync.Once
-	err     error
 }
 
 // Start begins periodic saving.
@@ -45,7 +42,6 @@ func (c *Checkpointer) Start() {
 	if c.Interval <= 0 {
 		c.Interval = time.Second
 	}
-	c.kick = make(chan struct{}, 1)
 	c.done = make(chan struct{})
 	c.stopped = make(chan struct{})
 	go c.loop()
