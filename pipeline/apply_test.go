@@ -22,7 +22,9 @@ type memStore struct {
 	saved []change.Position
 }
 
-func (s *memStore) Load(context.Context) (change.Position, bool, error) { return change.Position{}, false, nil }
+func (s *memStore) Load(context.Context) (change.Position, bool, error) {
+	return change.Position{}, false, nil
+}
 func (s *memStore) Save(_ context.Context, p change.Position) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
