@@ -106,7 +106,7 @@ func allTypesRows() []map[string]string {
 }
 
 // writeAllTypes creates alltypes and writes, updates and deletes its rows from
-// a session at time_zone '+05:30' with sql_mode '' (zero dates allowed).
+// a session at time_zone '+05:30' with sql_mode ” (zero dates allowed).
 func writeAllTypes(t *testing.T, e *env) {
 	t.Helper()
 	ctx := context.Background()
@@ -163,7 +163,7 @@ func TestIntegrationEveryTypeRoundTrips(t *testing.T) {
 			{"10", "c_time6", "838:59:59.999999"},
 			{"10", "c_dec", strings.Repeat("9", 35) + "." + strings.Repeat("9", 30)},
 			{"5", "c_time6", "-00:00:00.500000"},
-			{"6", "c_time2", ""}, // deleted
+			{"6", "c_time2", ""},  // deleted
 			{"5", "c_binary", ""}, // became NULL
 			{"5", "c_char", "é😀"},
 			{"5", "c_char_l", "é€ x"},
