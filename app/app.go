@@ -65,9 +65,12 @@ type Options struct {
 // Run runs the pipeline until ctx ends (a clean stop returns nil) or a
 // fatal error.
 func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options) error {
-	if cfg.Transport.Kind != "embedded" || cfg.Role != "all" {
-		return exitErr(ExitConfig, fmt.Errorf("transport.kind %q with role %q is not available in this build; "+
-			"use transport.kind: embedded and role: all", cfg.Transport.Kind, cfg.Role))
+	if cfg.Transport.Kind == config.TransportKafka {
+		return runKafka(ctx, cfg, log, opts)
+	}
+	if cfg.Transport.Kind != config.TransportEmbedded || cfg.Role != config.RoleAll {
+		return exitErr(ExitConfig, fmt.Errorf("transport.kind %q with role %q is not available; "+
+			"use transport.kind: embedded with role: all, or transport.kind: kafka", cfg.Transport.Kind, cfg.Role))
 	}
 	startCtx, cancelStart := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancelStart()
@@ -134,25 +137,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		defer srv.Close()
 	}
 
-	src := source.New(source.Config{
-		Addr:        cfg.MySQL.Addr,
-		User:        cfg.MySQL.User,
-		Password:    cfg.MySQL.Password,
-		Flavor:      flavor,
-		ServerID:    cfg.MySQL.ServerID,
-		TLS:         mysqlTLS(cfg),
-		Heartbeat:   cfg.MySQL.Heartbeat,
-		ReadTimeout: cfg.MySQL.ReadTimeout,
-		UseGTID:     useGTID(cfg, flavor, start),
-		BatchRows:   cfg.Sink.BatchRows,
-		BatchWait:   cfg.Sink.BatchWait,
-		Epoch:       start.Epoch,
-		ServerUUID:  identity,
-		Tables:      cfg.TableSelected,
-		Columns:     columnRules(cfg),
-		Logger:      log.With(slog.String("component", "source")),
-		Metrics:     metrics.SourceAdapter{M: m},
-	}, db)
+	src := newSource(cfg, db, flavor, start, identity, log, m)
 
 	ckpt := &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 		Log: log.With(slog.String("component", "checkpoint"))}
@@ -217,6 +202,31 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	saved := ckpt.Saved()
 	log.Info("stopped", slog.String("checkpoint_file", saved.File), slog.Uint64("checkpoint_pos", uint64(saved.Pos)))
 	return runErr
+}
+
+// newSource builds the binlog source from the configuration.
+func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Position, identity string,
+	log *slog.Logger, m *metrics.Metrics,
+) *source.Source {
+	return source.New(source.Config{
+		Addr:        cfg.MySQL.Addr,
+		User:        cfg.MySQL.User,
+		Password:    cfg.MySQL.Password,
+		Flavor:      flavor,
+		ServerID:    cfg.MySQL.ServerID,
+		TLS:         mysqlTLS(cfg),
+		Heartbeat:   cfg.MySQL.Heartbeat,
+		ReadTimeout: cfg.MySQL.ReadTimeout,
+		UseGTID:     useGTID(cfg, flavor, start),
+		BatchRows:   cfg.Sink.BatchRows,
+		BatchWait:   cfg.Sink.BatchWait,
+		Epoch:       start.Epoch,
+		ServerUUID:  identity,
+		Tables:      cfg.TableSelected,
+		Columns:     columnRules(cfg),
+		Logger:      log.With(slog.String("component", "source")),
+		Metrics:     metrics.SourceAdapter{M: m},
+	}, db)
 }
 
 func classifySourceError(err error) error {
@@ -410,6 +420,10 @@ func serveHTTP(addr string, reg *prometheus.Registry, ready *atomic.Bool, rdb re
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "not streaming", http.StatusServiceUnavailable)
+			return
+		}
+		if rdb == nil { // a Kafka source without Redis
+			_, _ = w.Write([]byte("ready\n"))
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), time.Second)

@@ -215,3 +215,48 @@ func (m *Metrics) CheckpointSaved(p change.Position) {
 	m.CheckpointPos.Set(float64(p.Pos))
 	m.CheckpointTime.Set(float64(m.now().Unix()))
 }
+
+// Kafka are the Kafka transport's collectors, registered only when the
+// transport is kafka. The zero value is not usable; use NewKafka.
+type Kafka struct {
+	Produced       prometheus.Counter
+	ProduceErrors  prometheus.Counter
+	Consumed       prometheus.Counter
+	DeadLetters    prometheus.Counter
+	CommitErrors   prometheus.Counter
+	ConsumerLag    *prometheus.GaugeVec
+	ProducerUnacks prometheus.GaugeFunc
+}
+
+// NewKafka creates the Kafka collectors and registers them on reg. unacked,
+// when not nil, reports the messages handed to Kafka and not yet acknowledged.
+func NewKafka(reg prometheus.Registerer, unacked func() float64) *Kafka {
+	k := &Kafka{
+		Produced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "binlogsync_kafka_produced_messages_total", Help: "Messages the source published and Kafka acknowledged.",
+		}),
+		ProduceErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "binlogsync_kafka_produce_errors_total", Help: "Failed attempts to hand messages to Kafka (retried).",
+		}),
+		Consumed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "binlogsync_kafka_consumed_messages_total", Help: "Messages the sink consumed, applied and committed (dead letters included).",
+		}),
+		DeadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "binlogsync_kafka_dead_letters_total", Help: "Messages the sink could not decode and sent to the dead-letter topic.",
+		}),
+		CommitErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "binlogsync_kafka_commit_errors_total", Help: "Offset commits that failed (usually a rebalance; the messages are applied again, harmlessly).",
+		}),
+		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "binlogsync_kafka_consumer_lag_messages", Help: "Messages in the partition after the newest one this sink applied, by topic and partition.",
+		}, []string{"topic", "partition"}),
+	}
+	reg.MustRegister(k.Produced, k.ProduceErrors, k.Consumed, k.DeadLetters, k.CommitErrors, k.ConsumerLag)
+	if unacked != nil {
+		k.ProducerUnacks = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "binlogsync_kafka_unacknowledged_messages", Help: "Messages handed to Kafka and not yet acknowledged.",
+		}, unacked)
+		reg.MustRegister(k.ProducerUnacks)
+	}
+	return k
+}

@@ -1,0 +1,245 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/internal/testenv"
+	"github.com/binlogsync/binlogsync/sink"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.StopShared()
+	os.Exit(code)
+}
+
+func newCluster(t *testing.T, topics ...string) []string {
+	t.Helper()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c.ListenAddrs()
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// batches makes n inserts of table t in transactions of txSize rows, one
+// batch per transaction, each with its boundary (Pos = the row count so far).
+func batches(t *change.Table, n, txSize int) []*change.Batch {
+	var out []*change.Batch
+	for i := 0; i < n; i += txSize {
+		b := &change.Batch{}
+		for j := i; j < min(n, i+txSize); j++ {
+			id := []byte(strconv.Itoa(j))
+			b.Changes = append(b.Changes, change.Change{Op: change.Insert, Table: t,
+				After:   change.Row{id, []byte(fmt.Sprintf("name %d", j)), nil, []byte{0, 1, 2}},
+				Version: change.Version{File: 1, Pos: uint32(i + 4), Seq: uint32(j - i + 1)}, CommitTime: time.Unix(1700000000, 0)})
+		}
+		b.Boundary = &change.Position{File: "bin.000001", Pos: uint32(min(n, i+txSize))}
+		out = append(out, b)
+	}
+	return out
+}
+
+func TestProducerConsumerEndToEnd(t *testing.T) {
+	brokers := newCluster(t, "changes", "dlq")
+	rd := testenv.SharedRedis(t)
+	rdb := redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	db := fmt.Sprintf("e2e%d", time.Now().UnixNano())
+	table := &change.Table{DB: db, Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
+
+	common := Common{Brokers: brokers, Topic: "changes", Log: quietLog()}
+	prod, err := NewProducer(ProducerConfig{Common: common, MaxInFlight: 64, BatchSize: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const rows = 1000
+	in := make(chan *change.Batch, 4)
+	var mu sync.Mutex
+	var advanced []uint32
+	go func() {
+		for _, b := range batches(table, rows, 7) {
+			in <- b
+		}
+		close(in)
+	}()
+	err = prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(p change.Position) {
+		mu.Lock()
+		advanced = append(advanced, p.Pos)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(advanced) == 0 || advanced[len(advanced)-1] != rows {
+		t.Fatalf("checkpoint advanced to %v, want %d last", advanced, rows)
+	}
+	for i := 1; i < len(advanced); i++ {
+		if advanced[i] <= advanced[i-1] {
+			t.Fatalf("checkpoint went backwards: %v", advanced)
+		}
+	}
+	mu.Unlock()
+
+	// An undecodable message, produced by someone else.
+	w := &kafkago.Writer{Addr: kafkago.TCP(brokers...), Topic: "changes", RequiredAcks: kafkago.RequireAll, BatchTimeout: time.Millisecond}
+	if err := w.WriteMessages(ctx, kafkago.Message{Key: []byte("junk"), Value: []byte(`{"format":1,"op":"explode"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	tail := batches(table, rows+1, rows+1)[0]
+	tail.Changes = tail.Changes[rows:] // the row after the junk: proves the sink went on
+	prod2, err := NewProducer(ProducerConfig{Common: common})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in3 := make(chan *change.Batch, 1)
+	in3 <- tail
+	close(in3)
+	if err := prod2.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in3, func(change.Position) {}); err != nil {
+		t.Fatal(err)
+	}
+	prod2.Close(ctx)
+
+	snk, err := sink.New(rdb, sink.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := NewConsumer(ConsumerConfig{Common: common, GroupID: "g1", DeadLetterTopic: "dlq", SessionTimeout: 6 * time.Second}, snk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cons.Run(cctx) }()
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		n, err := rdb.Exists(ctx, fmt.Sprintf("%s:t:%d", db, 0), fmt.Sprintf("%s:t:%d", db, rows/2), fmt.Sprintf("%s:t:%d", db, rows)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rows not in Redis after 40s (%d of 3 probes)", n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h, err := rdb.HGetAll(ctx, db+":t:"+strconv.Itoa(rows)).Result()
+	if err != nil || h["name"] != fmt.Sprintf("name %d", rows) || h["bin"] != "\x00\x01\x02" || h["note"] != "" {
+		t.Fatalf("row = %q, %v", h, err)
+	}
+	keys, err := rdb.Keys(ctx, db+":t:*").Result()
+	if err != nil || len(keys) != rows+1 {
+		t.Fatalf("%d keys, want %d (%v)", len(keys), rows+1, err)
+	}
+
+	// The junk message is in the dead-letter topic, with the reason.
+	r := kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: "dlq", Partition: 0, MaxWait: 100 * time.Millisecond})
+	defer r.Close()
+	var dl kafkago.Message
+	for p := 0; p < 4; p++ {
+		r.Close()
+		r = kafkago.NewReader(kafkago.ReaderConfig{Brokers: brokers, Topic: "dlq", Partition: p, MaxWait: 100 * time.Millisecond})
+		rctx, rcancel := context.WithTimeout(ctx, time.Second)
+		m, err := r.ReadMessage(rctx)
+		rcancel()
+		if err == nil {
+			dl = m
+			break
+		}
+	}
+	if string(dl.Key) != "junk" {
+		t.Fatalf("dead letter not found (got %q)", dl.Key)
+	}
+	var reason string
+	for _, hd := range dl.Headers {
+		if hd.Key == HeaderError {
+			reason = string(hd.Value)
+		}
+	}
+	if reason == "" || string(dl.Value) != `{"format":1,"op":"explode"}` {
+		t.Fatalf("dead letter %q headers %v", dl.Value, dl.Headers)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("consumer: %v", err)
+	}
+
+	// The offsets were committed: a new member of the group finds nothing to do.
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	off, err := client.OffsetFetch(ctx, &kafkago.OffsetFetchRequest{GroupID: "g1", Topics: map[string][]int{"changes": {0, 1, 2, 3}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var committed int64
+	for _, p := range off.Topics["changes"] {
+		committed += p.CommittedOffset
+	}
+	if committed != rows+2 {
+		t.Fatalf("committed offsets sum to %d, want %d (every message, the junk included)", committed, rows+2)
+	}
+}
+
+func TestProducerWaitsForMissingTopic(t *testing.T) {
+	brokers := newCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := NewProducer(ProducerConfig{Common: Common{Brokers: brokers, Topic: "absent", Log: quietLog()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Check(ctx); err == nil {
+		t.Fatal("Check passed without the topic")
+	}
+	p2, err := NewProducer(ProducerConfig{Common: Common{Brokers: brokers, Topic: "absent", CreateTopic: true, Partitions: 3, Log: quietLog()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p2.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	md, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: []string{"absent"}})
+	if err != nil || len(md.Topics) != 1 || len(md.Topics[0].Partitions) != 3 {
+		t.Fatalf("created topic: %+v %v", md, err)
+	}
+}
+
+func TestTopicFor(t *testing.T) {
+	c := Common{Topic: "bs", TopicPerTable: true}
+	if got := c.TopicFor("shop", "order items$"); got != "bs.shop.order_items_" {
+		t.Errorf("TopicFor = %q", got)
+	}
+	c.TopicPerTable = false
+	if got := c.TopicFor("shop", "x"); got != "bs" {
+		t.Errorf("TopicFor = %q", got)
+	}
+}
