@@ -123,7 +123,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	queue := make(chan *change.Batch, cfg.Sink.QueueBatches)
 	m := metrics.New(reg, func() float64 { return float64(len(queue)) })
 
-	snk, err := NewSink(cfg, rdb, log)
+	snk, err := NewSink(cfg, rdb, log, m)
 	if err != nil {
 		return exitErr(ExitConfig, err)
 	}
@@ -209,23 +209,25 @@ func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Posit
 	log *slog.Logger, m *metrics.Metrics,
 ) *source.Source {
 	return source.New(source.Config{
-		Addr:        cfg.MySQL.Addr,
-		User:        cfg.MySQL.User,
-		Password:    cfg.MySQL.Password,
-		Flavor:      flavor,
-		ServerID:    cfg.MySQL.ServerID,
-		TLS:         mysqlTLS(cfg),
-		Heartbeat:   cfg.MySQL.Heartbeat,
-		ReadTimeout: cfg.MySQL.ReadTimeout,
-		UseGTID:     useGTID(cfg, flavor, start),
-		BatchRows:   cfg.Sink.BatchRows,
-		BatchWait:   cfg.Sink.BatchWait,
-		Epoch:       start.Epoch,
-		ServerUUID:  identity,
-		Tables:      cfg.TableSelected,
-		Columns:     columnRules(cfg),
-		Logger:      log.With(slog.String("component", "source")),
-		Metrics:     metrics.SourceAdapter{M: m},
+		Addr:                cfg.MySQL.Addr,
+		User:                cfg.MySQL.User,
+		Password:            cfg.MySQL.Password,
+		Flavor:              flavor,
+		ServerID:            cfg.MySQL.ServerID,
+		TLS:                 mysqlTLS(cfg),
+		Heartbeat:           cfg.MySQL.Heartbeat,
+		ReadTimeout:         cfg.MySQL.ReadTimeout,
+		ConnectTimeout:      cfg.MySQL.ConnectTimeout,
+		ReconnectMaxBackoff: cfg.MySQL.ReconnectMaxBackoff,
+		UseGTID:             useGTID(cfg, flavor, start),
+		BatchRows:           cfg.Sink.BatchRows,
+		BatchWait:           cfg.Sink.BatchWait,
+		Epoch:               start.Epoch,
+		ServerUUID:          identity,
+		Tables:              cfg.TableSelected,
+		Columns:             columnRules(cfg),
+		Logger:              log.With(slog.String("component", "source")),
+		Metrics:             metrics.SourceAdapter{M: m},
 	}, db)
 }
 
@@ -305,6 +307,14 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		}
 	}
 	p.ServerUUID = identity
+	if !found || !explicit.IsZero() || p.Epoch != saved.Epoch {
+		// Store where we start before anything streams: a crash before the
+		// first transaction is applied must resume here, not at whatever the
+		// server's current position is by then (that would skip changes).
+		if err := store.Save(ctx, p); err != nil {
+			return p, exitErr(ExitRuntime, fmt.Errorf("storing the start position as the checkpoint: %w", err))
+		}
+	}
 	if !useGTID(cfg, flavor, p) {
 		ok, err := source.BinlogAvailable(ctx, db, p.File)
 		if err != nil {
@@ -370,9 +380,16 @@ func redisAddr(cfg *config.Config) string {
 }
 
 // NewSink builds the Redis applier from the configuration.
-func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger) (*sink.Sink, error) {
+// With sink.dead_letter set, rows Redis refuses (WRONGTYPE on the row key, an
+// empty key) go to that stream and the pipeline goes on; otherwise they stop it.
+func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, m *metrics.Metrics) (*sink.Sink, error) {
 	def := sink.TableOptions{Format: sinkFormat(cfg.Sink.Format)}
+	var dead func(context.Context, change.Change, error) error
+	if cfg.Sink.DeadLetter != "" {
+		dead = RedisDeadLetter(rdb, cfg.Sink.DeadLetter, m)
+	}
 	return sink.New(rdb, sink.Options{
+		DeadLetter:   dead,
 		Prefix:       cfg.Sink.KeyPrefix,
 		Lanes:        cfg.Sink.Lanes,
 		RowsPerCall:  cfg.Sink.RowsPerCall,

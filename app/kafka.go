@@ -105,7 +105,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 
 	var cons *kafka.Consumer
 	if runSink {
-		snk, err := NewSink(cfg, rdb, log)
+		snk, err := NewSink(cfg, rdb, log, m)
 		if err != nil {
 			return exitErr(ExitConfig, err)
 		}

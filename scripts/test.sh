@@ -4,7 +4,7 @@
 # Redis and Redis Cluster on free loopback ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh kcat
+scripts/install-deps.sh kcat sysbench
 echo "== go vet"
 go vet ./...
 echo "== gofmt"

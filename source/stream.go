@@ -42,6 +42,10 @@ type Config struct {
 	// ReadTimeout bounds how long a silent connection is trusted; it must
 	// exceed Heartbeat.
 	ReadTimeout time.Duration
+	// ConnectTimeout bounds dialing the server. Default 10s.
+	ConnectTimeout time.Duration
+	// ReconnectMaxBackoff caps the wait between reconnect attempts. Default 10s.
+	ReconnectMaxBackoff time.Duration
 	// UseGTID makes the source resume by GTID set when the start position has one.
 	UseGTID bool
 	// BatchRows bounds the rows of one batch (a larger transaction spans batches).
@@ -97,6 +101,12 @@ func New(cfg Config, db *sql.DB) *Source {
 	if cfg.BatchWait <= 0 {
 		cfg.BatchWait = 2 * time.Millisecond
 	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.ReconnectMaxBackoff <= 0 {
+		cfg.ReconnectMaxBackoff = 10 * time.Second
+	}
 	if cfg.Tables == nil {
 		cfg.Tables = func(string, string) bool { return true }
 	}
@@ -143,7 +153,7 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 			return ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
+		backoff = min(backoff*2, s.cfg.ReconnectMaxBackoff)
 	}
 }
 
@@ -237,6 +247,7 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		DisableRetrySync: true, // we resume from transaction boundaries ourselves
 		Logger:           s.log.With(slog.String("component", "go-mysql")),
 		EventCacheCount:  256,
+		Dialer:           (&net.Dialer{Timeout: s.cfg.ConnectTimeout}).DialContext,
 	}
 	if s.cfg.Flavor == gmysql.MariaDBFlavor {
 		bcfg.FillZeroLogPos = true // MariaDB 11.4+ sends zero log positions otherwise
