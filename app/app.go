@@ -100,6 +100,18 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return nil
 	}
 
+	ctx, release, err := lead(ctx, cfg, rdb, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while standing by
+		}
+		return err
+	}
+	defer release()
+	// A standby may have waited long: the start-up deadline counts from now.
+	startCtx, cancelStart = context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelStart()
+
 	store, err := OpenCheckpoint(cfg, rdb)
 	if err != nil {
 		return err
@@ -201,7 +213,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	saved := ckpt.Saved()
 	log.Info("stopped", slog.String("checkpoint_file", saved.File), slog.Uint64("checkpoint_pos", uint64(saved.Pos)))
-	return runErr
+	return leaseErr(ctx, runErr)
 }
 
 // newSource builds the binlog source from the configuration.

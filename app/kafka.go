@@ -142,6 +142,16 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		ckpt  *pipeline.Checkpointer
 	)
 	if runSource {
+		var release func()
+		if ctx, release, err = lead(ctx, cfg, rdb, log); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while standing by
+			}
+			return err
+		}
+		defer release()
+		startCtx, cancelStart = context.WithTimeout(ctx, 2*time.Minute) // a standby may have waited long
+		defer cancelStart()
 		if store, err = OpenCheckpoint(cfg, rdb); err != nil {
 			return err
 		}
@@ -252,7 +262,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 	} else {
 		log.Info("stopped")
 	}
-	return runErr
+	return leaseErr(ctx, runErr)
 }
 
 // kafkaCommon is the producer's and consumer's shared configuration.

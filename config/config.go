@@ -96,6 +96,7 @@ type Config struct {
 	// through the reconciler before streaming. Default false.
 	Bootstrap bool      `yaml:"bootstrap"`
 	Reconcile Reconcile `yaml:"reconcile"`
+	Leader    Leader    `yaml:"leader"`
 
 	// origin maps a key path to where its value came from ("config.yaml line 7"
 	// or "BINLOGSYNC_MYSQL_ADDR"), so validation errors can say it.
@@ -343,6 +344,20 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
+// Leader configures active/passive sources: with Enabled, a process reads the
+// binlog only while it holds a lease in Redis; the others wait as standbys and
+// one takes over when the leader dies. Share the checkpoint (checkpoint.store:
+// redis) between them.
+type Leader struct {
+	// Enabled turns leader election on. Default false.
+	Enabled bool `yaml:"enabled"`
+	// Key is the Redis key of the lease. Default binlogsync:leader.
+	Key string `yaml:"key"`
+	// TTL is how long a lease lives without renewal; a standby takes over
+	// within about TTL after the leader dies. Default 5s.
+	TTL time.Duration `yaml:"ttl"`
+}
+
 // Reconcile configures the reconciler commands.
 type Reconcile struct {
 	// Interval is the time between passes of `reconciler serve`. Default 1h.
@@ -429,6 +444,7 @@ func defaults() *Config {
 			HTTPAddr:    "127.0.0.1:9091",
 			StateKey:    "binlogsync:reconcile",
 		},
+		Leader: Leader{Key: "binlogsync:leader", TTL: 5 * time.Second},
 	}
 }
 

@@ -30,7 +30,7 @@ func (c *Config) Validate() error {
 	checks := []func() error{
 		c.validateTop, c.validateMySQL, c.validateRedis, c.validateTables,
 		c.validateSink, c.validateCheckpoint, c.validateTransport, c.validateKafka,
-		c.validateMisc, c.validateReconcile,
+		c.validateMisc, c.validateReconcile, c.validateLeader,
 	}
 	for _, check := range checks {
 		if err := check(); err != nil {
@@ -479,4 +479,27 @@ func loopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Config) validateLeader() error {
+	l := &c.Leader
+	if !l.Enabled {
+		return nil
+	}
+	if err := firstErr(
+		c.notEmpty("leader.key", l.Key, "set the Redis key of the lease, like \"binlogsync:leader\""),
+		c.positiveDuration("leader.ttl", l.TTL),
+	); err != nil {
+		return err
+	}
+	if l.TTL < 500*time.Millisecond {
+		return c.problem("leader.ttl", "leader.ttl is %s; use at least 500ms so renewals are not lost to ordinary latency", formatDuration(l.TTL))
+	}
+	if c.Role == RoleSink {
+		return c.problem("leader.enabled", "leader.enabled is for processes that read the binlog; sinks share work through the consumer group, so turn it off for role sink")
+	}
+	if c.Checkpoint.Store != StoreRedis {
+		return c.problem("leader.enabled", "leader.enabled needs a checkpoint both processes share; set checkpoint.store: redis")
+	}
+	return nil
 }
