@@ -88,7 +88,7 @@ func (e *benv) drainAll(name, table, file string, pos uint32, rows, fields int) 
 	for range b.N {
 		base = e.drainBaseline(file, pos, rows)
 		b.Logf("baseline (go-mysql + one HSET pipeline): %s", base)
-		bin = e.drainBinary(file, pos, rows)
+		bin = e.drainBinary(name, file, pos, rows)
 		e.checkSample([]string{e.db + ":" + table + ":1", fmt.Sprintf("%s:%s:%d", e.db, table, rows)}, fields)
 		b.Logf("binlogsync (binary): %s", bin)
 		prof = e.drainProfiled(name, file, pos, rows)
@@ -106,6 +106,7 @@ func (e *benv) drainAll(name, table, file string, pos uint32, rows, fields int) 
 	b.ReportMetric(base.cpu/float64(rows)*1e6, "baseline-cpu-us/row")
 	b.ReportMetric(bin.redisUs/float64(rows), "redis-us/row")
 	b.ReportMetric(base.redisUs/float64(rows), "baseline-redis-us/row")
+	b.ReportMetric(bin.batchRows, "rows/batch")
 	b.ReportMetric(max(load, load1()), "load1")
 }
 

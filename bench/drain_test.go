@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,8 @@ type drainResult struct {
 	maxRSS  int64         // KiB, binlogsync subprocess only
 	servers cpuTimes      // CPU seconds of MariaDB and Redis during the drain
 	redisUs float64       // microseconds Redis spent in the write commands
+	// batchRows is the mean number of rows per Apply (binlogsync binary only).
+	batchRows float64
 }
 
 func (r drainResult) rowsPerSec() float64 { return float64(r.rows) / r.total.Seconds() }
@@ -51,7 +54,7 @@ func (r drainResult) String() string {
 	s += fmt.Sprintf("; CPU s: self %.2f, MariaDB %.2f, Redis %.2f (in write commands %.2f)",
 		r.cpu, r.servers.maria, r.servers.redis, r.redisUs/1e6)
 	if r.maxRSS > 0 {
-		s += fmt.Sprintf("; peak RSS %.1f MiB", float64(r.maxRSS)/1024)
+		s += fmt.Sprintf("; peak RSS %.1f MiB; %.0f rows per applied batch", float64(r.maxRSS)/1024, r.batchRows)
 	}
 	return s
 }
@@ -82,6 +85,9 @@ func (e *benv) startBinary(file string, pos uint32) *proc {
 	ckpt := filepath.Join(e.b.TempDir(), "checkpoint")
 	p.cmd = exec.Command(binPath, "--start-file", file, "--start-pos", strconv.FormatUint(uint64(pos), 10))
 	p.cmd.Env = append(os.Environ(), e.environ(ckpt)...)
+	if os.Getenv("BENCH_GCTRACE") != "" { // diagnostics: the child's GC trace goes to its log
+		p.cmd.Env = append(p.cmd.Env, "GODEBUG=gctrace=1")
+	}
 	p.cmd.Stdout, p.cmd.Stderr = &p.log, &p.log
 	p.start = time.Now()
 	mustf(e.b, p.cmd.Start(), "starting binlogsync")
@@ -97,14 +103,69 @@ func (e *benv) startBinary(file string, pos uint32) *proc {
 	return p
 }
 
+// metrics reads the process's /metrics: name (with labels) -> value, summed
+// over the label sets of one name.
+func (p *proc) metrics() map[string]float64 {
+	out := map[string]float64{}
+	var addr string
+	for _, line := range strings.Split(p.log.String(), "\n") {
+		if strings.Contains(line, `msg="http listening"`) {
+			if i := strings.Index(line, "addr="); i >= 0 {
+				addr = strings.Fields(line[i+5:])[0]
+			}
+		}
+	}
+	if addr == "" {
+		return out
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		f := strings.Fields(line)
+		name := f[0]
+		if i := strings.IndexByte(name, '{'); i >= 0 {
+			name = name[:i]
+		}
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		out[name] += v
+	}
+	return out
+}
+
 func (p *proc) why() string { return "binlogsync log:\n" + tail(p.log.String(), 4000) }
 
 func (p *proc) streaming() bool { return strings.Contains(p.log.String(), "msg=streaming") }
 
-// stop sends SIGTERM, waits for a clean exit and returns peak RSS (KiB) and
-// CPU seconds.
+// vmHWM is the process's peak resident set size so far (KiB), from
+// /proc/<pid>/status. The rusage of a child is no good for this: its
+// ru_maxrss keeps the high-water mark of the parent's address space it ran in
+// before exec, so it reports the benchmark process's RSS when that is larger.
+func (p *proc) vmHWM() int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.cmd.Process.Pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// stop sends SIGTERM, waits for a clean exit and returns peak RSS (KiB, read
+// just before the signal) and CPU seconds.
 func (p *proc) stop() (int64, float64) {
 	p.b.Helper()
+	rss := p.vmHWM()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -116,14 +177,15 @@ func (p *proc) stop() (int64, float64) {
 	}
 	ru, ok := p.cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	if !ok {
-		return 0, 0
+		return rss, 0
 	}
-	return ru.Maxrss, tvSec(ru.Utime) + tvSec(ru.Stime)
+	return rss, tvSec(ru.Utime) + tvSec(ru.Stime)
 }
 
 // drainBinary runs the binlogsync binary from file:pos into an empty Redis
 // until it holds want keys, then stops it (SIGTERM) and reads its rusage.
-func (e *benv) drainBinary(file string, pos uint32, want int) drainResult {
+// Its log is kept in outDir/<name>.binlogsync.log.
+func (e *benv) drainBinary(name, file string, pos uint32, want int) drainResult {
 	e.b.Helper()
 	e.flushRedis()
 	cpu0 := e.serverCPU()
@@ -149,10 +211,16 @@ func (e *benv) drainBinary(file string, pos uint32, want int) drainResult {
 		time.Sleep(5 * time.Millisecond)
 	}
 	r := drainResult{rows: want, total: end.Sub(p.start), servers: e.serverCPU().sub(cpu0), redisUs: e.writeUsec()}
+	if m := p.metrics(); m["binlogsync_batch_rows_count"] > 0 {
+		r.batchRows = m["binlogsync_batch_rows_sum"] / m["binlogsync_batch_rows_count"]
+	}
 	if !streaming.IsZero() {
 		r.startup = streaming.Sub(p.start)
 	}
 	r.maxRSS, r.cpu = p.stop()
+	if err := os.WriteFile(filepath.Join(outDir, name+".binlogsync.log"), []byte(p.log.String()), 0o644); err != nil {
+		e.b.Log(err)
+	}
 	return r
 }
 
@@ -169,7 +237,16 @@ func selfCPU() float64 {
 func (e *benv) drainProfiled(name, file string, pos uint32, want int) drainResult {
 	e.b.Helper()
 	e.flushRedis()
-	cfg, err := config.Load("", e.environ(filepath.Join(e.b.TempDir(), "checkpoint")))
+	// BINLOGSYNC_* variables of this process tune both runs (the binary
+	// inherits them too), e.g. BINLOGSYNC_SINK_ROWS_PER_CALL=500.
+	var environ []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "BINLOGSYNC_") {
+			environ = append(environ, kv)
+		}
+	}
+	environ = append(environ, e.environ(filepath.Join(e.b.TempDir(), "checkpoint"))...)
+	cfg, err := config.Load("", environ)
 	mustf(e.b, err, "loading the configuration")
 	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	profPath := filepath.Join(outDir, name+".cpu.pprof")

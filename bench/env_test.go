@@ -123,19 +123,25 @@ func (c cpuTimes) sub(o cpuTimes) cpuTimes { return cpuTimes{c.maria - o.maria, 
 
 // procCPU reads utime+stime of a process from /proc, in seconds.
 func procCPU(pid string) float64 {
+	u, s := procCPUSplit(pid)
+	return u + s
+}
+
+// procCPUSplit reads utime and stime of a process from /proc, in seconds.
+func procCPUSplit(pid string) (user, sys float64) {
 	b, err := os.ReadFile("/proc/" + pid + "/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	i := bytes.LastIndexByte(b, ')')
 	f := strings.Fields(string(b[i+2:]))
 	// fields after the command: state(0) ... utime(11) stime(12)
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
+	return ut / 100, st / 100 // USER_HZ
 }
 
-// evalStats reads Redis's time inside EVALSHA (the apply script) and HSET
+// commandStats reads Redis's time inside EVALSHA (the apply script) and HSET
 // calls: calls and total microseconds.
 func (e *benv) commandStats() map[string][2]float64 {
 	e.b.Helper()

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -79,17 +82,31 @@ func BenchmarkSteady5000(b *testing.B) {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
-		cpu0 := e.serverCPU()
+		pid := strconv.Itoa(p.cmd.Process.Pid)
+		cpu0, self0 := e.serverCPU(), selfCPU()
+		user0, sys0 := procCPUSplit(pid)
 		load := load1()
-		writes, elapsed := e.generate(steadyRate, steadyDuration, steadyWorkers)
+		stopPerf := e.perfRecord(pid, "steady")
+		rate := steadyRate
+		if v, err := strconv.Atoi(os.Getenv("BENCH_STEADY_RATE")); err == nil && v > 0 {
+			rate = v // diagnostics: the latency floor at a lighter load
+		}
+		writes, elapsed := e.generate(rate, steadyDuration, steadyWorkers)
+		stopPerf()
 
 		// Wait for every write to arrive (or 10s).
 		deadline := time.Now().Add(10 * time.Second)
 		for count.Load() < int64(len(writes)) && time.Now().Before(deadline) {
 			time.Sleep(50 * time.Millisecond)
 		}
-		srv := e.serverCPU().sub(cpu0)
-		rss, cpu := p.stop()
+		srv, self := e.serverCPU().sub(cpu0), selfCPU()-self0
+		user1, sys1 := procCPUSplit(pid)
+		cpu := user1 - user0 + sys1 - sys0
+		var batchRows float64
+		if m := p.metrics(); m["binlogsync_batch_rows_count"] > 0 {
+			batchRows = m["binlogsync_batch_rows_sum"] / m["binlogsync_batch_rows_count"]
+		}
+		rss, _ := p.stop()
 		ps.Close()
 		<-obsDone
 		sub.Close()
@@ -104,8 +121,9 @@ func BenchmarkSteady5000(b *testing.B) {
 		b.Logf("commit-to-Redis latency (from before the statement): p50 %s p90 %s p99 %s p99.9 %s max %s",
 			pct(lat, 50), pct(lat, 90), pct(lat, 99), pct(lat, 99.9), pct(lat, 100))
 		b.Logf("statement round trip (t1-t0): p50 %s p99 %s", pct(exec, 50), pct(exec, 99))
-		b.Logf("CPU s over the load: binlogsync %.2f (whole run), MariaDB %.2f, Redis %.2f; peak RSS %.1f MiB; load1 %.2f",
-			cpu, srv.maria, srv.redis, float64(rss)/1024, load)
+		b.Logf("CPU s over the load: binlogsync %.2f (user %.2f, system %.2f), MariaDB %.2f, Redis %.2f, generator+observer %.2f; "+
+			"peak RSS %.1f MiB; %.1f rows per applied batch; load1 %.2f",
+			cpu, user1-user0, sys1-sys0, srv.maria, srv.redis, self, float64(rss)/1024, batchRows, load)
 		if missing > len(writes)/1000 {
 			b.Fatalf("%d of %d writes never reached Redis", missing, len(writes))
 		}
@@ -115,7 +133,8 @@ func BenchmarkSteady5000(b *testing.B) {
 		b.ReportMetric(ms(pct(lat, 100)), "max-ms")
 		b.ReportMetric(ms(pct(exec, 50)), "stmt-p50-ms")
 		b.ReportMetric(float64(rss)/1024, "peak-RSS-MiB")
-		b.ReportMetric(cpu, "cpu-s")
+		b.ReportMetric(cpu/float64(len(writes))*1e6, "cpu-us/tx")
+		b.ReportMetric(batchRows, "rows/batch")
 		b.ReportMetric(max(load, load1()), "load1")
 	}
 }
@@ -214,3 +233,32 @@ func pct(d []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// perfRecord samples the process pid with Linux perf (call graphs) into
+// outDir/<name>.perf.data until the returned function is called: a profile of
+// the real binary under load, next to the in-process pprof profiles of the
+// drains. Without perf (or permission) it does nothing.
+func (e *benv) perfRecord(pid, name string) func() {
+	path, err := exec.LookPath("perf")
+	if err != nil {
+		e.b.Log("perf not found: no profile of the steady load")
+		return func() {}
+	}
+	out := filepath.Join(outDir, name+".perf.data")
+	cmd := exec.Command(path, "record", "-F", "499", "-g", "-o", out, "-p", pid)
+	var log logBuf
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		e.b.Logf("perf record: %v", err)
+		return func() {}
+	}
+	return func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait() // perf exits by the signal it was asked to stop with
+		if _, err := os.Stat(out); err != nil {
+			e.b.Logf("perf record wrote no profile: %v\n%s", err, log.String())
+			return
+		}
+		e.b.Logf("perf profile of binlogsync under the steady load: %s", out)
+	}
+}

@@ -2,7 +2,7 @@
 # Runs the end-to-end benchmarks of issue 2 (see BENCHMARKS.md) and prints a
 # summary with the CPU profiles' breakdown.
 #
-#   scripts/bench.sh                 # all: backlog drains and the steady load (~4 minutes)
+#   scripts/bench.sh                 # the drains and the steady load (about 2 minutes)
 #   scripts/bench.sh 'DrainWide'     # a -bench regexp
 #
 # The benchmarks start their own MariaDB and Redis (internal/testenv) and build
@@ -11,7 +11,7 @@
 # the load average is printed before and after, and reported per benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pattern=${1:-.}
+pattern=${1:-'^Benchmark(Drain|Steady)'}
 export BENCH_OUT=${BENCH_OUT:-/tmp/binlogsync-bench}
 mkdir -p "$BENCH_OUT"
 scripts/install-deps.sh
@@ -45,9 +45,18 @@ for prof in "$BENCH_OUT"/*.cpu.pprof; do
     "  of all: rendering values (source render)" "$(share "$prof" 'source\.\(\*stream\)\.render')" \
     "  of all: row image decoding (go-mysql decodeImage)" "$(share "$prof" 'RowsEvent\)\.decodeImage')" \
     "  of all: go-mysql fmt.Sprintf in DATETIME/TIME decoding" "$(share "$prof" 'replication\.formatDatetime|replication\.decodeTime')" \
-    "  of all: SetReadDeadline / context timers" "$(share "$prof" 'SetReadDeadline|context\.WithTimeout|context\.WithDeadline')"
+    "  of all: go-mysql SetReadDeadline per packet" "$(share "$prof" 'SetReadDeadline')" \
+    "  of all: context.WithTimeout per event (source nextEvent)" "$(share "$prof" 'context\.WithTimeout')" \
+    "  of all: GTID set update and formatting per transaction" "$(share "$prof" 'addGTID|GTIDSet\)\.String')"
   go tool pprof -top -nodecount=15 "$prof" 2>/dev/null | sed -n '/flat%/,$p'
 done
+if [ -e "$BENCH_OUT/steady.perf.data" ] && command -v perf >/dev/null; then
+  echo
+  echo "== perf profile of the binlogsync binary under the steady load (children = inclusive)"
+  perf report -i "$BENCH_OUT/steady.perf.data" --stdio --children --sort symbol -g none 2>/dev/null |
+    grep -E '^ +[0-9]' | grep -E 'binlogsync|go-mysql|go-redis|mallocgc|gcBgMarkWorker|bgscavenge|madvise|futex|sysmon|findRunnable' |
+    head -25 | awk '{printf "  %7s  %s\n", $1, $4}'
+fi
 echo
 echo "== summary"
 grep -E '^Benchmark' "$BENCH_OUT/bench.txt" | tr -s ' \t' ' ' | sed 's/ \([0-9.]*\) \([a-zA-Z]\)/\n    \1 \2/g'

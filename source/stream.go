@@ -211,6 +211,9 @@ type stream struct {
 	published change.Position  // newest boundary handed out
 	// progressed is set once the stream handed out anything, to reset backoff.
 	progressed bool
+	// waitCtx ends when the batch that could not be handed off must be.
+	waitCtx    context.Context
+	waitCancel context.CancelFunc
 	eventTime  time.Time
 }
 
@@ -295,6 +298,7 @@ func (st *stream) setFile(name string) error {
 
 func (st *stream) run(ctx context.Context) error {
 	defer st.syncer.Close()
+	defer st.stopWaiting()
 	for {
 		ev, err := st.nextEvent(ctx)
 		if err != nil {
@@ -312,19 +316,26 @@ func (st *stream) run(ctx context.Context) error {
 	}
 }
 
-// nextEvent reads the next event; with a batch waiting to be handed off it
-// waits at most BatchWait and returns nil on time-out.
+// nextEvent reads the next event. While a batch waits to be handed off it
+// waits only until that batch's deadline (BatchWait after the first failed
+// hand-off) and returns nil when it passes.
 func (st *stream) nextEvent(ctx context.Context) (*replication.BinlogEvent, error) {
-	if st.pending == nil || (len(st.pending.Changes) == 0 && st.boundary == nil) {
+	if st.waitCtx == nil {
 		return st.bs.GetEvent(ctx)
 	}
-	wctx, cancel := context.WithTimeout(ctx, st.s.cfg.BatchWait)
-	defer cancel()
-	ev, err := st.bs.GetEvent(wctx)
+	ev, err := st.bs.GetEvent(st.waitCtx)
 	if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		return nil, nil
 	}
 	return ev, err
+}
+
+// stopWaiting forgets the hand-off deadline of the batch just handed off.
+func (st *stream) stopWaiting() {
+	if st.waitCancel != nil {
+		st.waitCancel()
+		st.waitCtx, st.waitCancel = nil, nil
+	}
 }
 
 func (st *stream) explain(err error) error {
@@ -505,9 +516,13 @@ func (st *stream) flush(ctx context.Context, block bool) error {
 		select {
 		case st.out <- b:
 		default:
+			if st.waitCtx == nil {
+				st.waitCtx, st.waitCancel = context.WithTimeout(ctx, st.s.cfg.BatchWait)
+			}
 			return nil
 		}
 	}
+	st.stopWaiting()
 	if st.boundary != nil {
 		st.published = *st.boundary
 		st.s.cfg.Metrics.SourcePosition(st.published, st.eventTime)
@@ -728,12 +743,14 @@ func (a *arena) reset() { a.buf, a.rows = nil, nil }
 
 func (a *arena) row(n int) change.Row {
 	if len(a.rows)+n > cap(a.rows) {
-		a.rows = make([][]byte, 0, max(n, 1024))
+		// Grow geometrically: a batch of one small transaction should not
+		// pay for a chunk sized for thousands of rows.
+		a.rows = make([][]byte, 0, max(n, min(2*cap(a.rows), 1024), 32))
 	}
 	r := a.rows[len(a.rows) : len(a.rows)+n : len(a.rows)+n]
 	a.rows = a.rows[:len(a.rows)+n]
 	if cap(a.buf)-len(a.buf) < 256 {
-		a.buf = make([]byte, 0, arenaChunk)
+		a.buf = make([]byte, 0, min(max(2*cap(a.buf), 1024), arenaChunk))
 	}
 	return change.Row(r)
 }
