@@ -94,7 +94,8 @@ type proc struct {
 	done   chan struct{}
 	err    error
 	http   string
-	maxRSS int64 // KiB, after exit
+	maxRSS int64 // KiB, after exit (includes the test process's pages from before exec)
+	hwm    int64 // KiB, VmHWM read just before SIGTERM: binlogsync's own peak
 }
 
 func (p *proc) Write(b []byte) (int, error) {
@@ -199,6 +200,7 @@ func (p *proc) kill9(t *testing.T) {
 // stop sends SIGTERM and returns the exit code.
 func (p *proc) stop(t *testing.T, within time.Duration) int {
 	t.Helper()
+	p.hwm = vmHWM(p.cmd.Process.Pid)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -421,4 +423,20 @@ func (p *proc) httpAddr(t *testing.T) string {
 	}
 	t.Fatalf("no http address in the log")
 	return ""
+}
+
+// vmHWM reads a process's peak resident set (KiB) from /proc. Unlike the
+// child's rusage, it does not count what the forking test process held.
+func vmHWM(pid int) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
