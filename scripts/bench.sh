@@ -2,7 +2,7 @@
 # Runs the end-to-end benchmarks of issue 2 (see BENCHMARKS.md) and prints a
 # summary with the CPU profiles' breakdown.
 #
-#   scripts/bench.sh                 # the drains and the steady load (about 2 minutes)
+#   scripts/bench.sh                 # the drains, the steady load and Kafka mode (about 4 minutes)
 #   scripts/bench.sh 'DrainWide'     # a -bench regexp
 #
 # The benchmarks start their own MariaDB and Redis (internal/testenv) and build
@@ -11,7 +11,7 @@
 # the load average is printed before and after, and reported per benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-pattern=${1:-'^Benchmark(Drain|Steady)'}
+pattern=${1:-'^Benchmark(Drain|Steady|Kafka)'}
 export BENCH_OUT=${BENCH_OUT:-/tmp/binlogsync-bench}
 mkdir -p "$BENCH_OUT"
 scripts/install-deps.sh
