@@ -41,7 +41,6 @@ for i = 1, #KEYS, 2 do
       if string.sub(cur, 1, 7) == '{"_v":"' then cur = string.sub(cur, 8, 35) else cur = false end
     end
   end
-  local present = cur ~= false
   local hadtomb = false
   if cur == false then
     cur = redis.pcall('GET', tomb)
@@ -52,12 +51,14 @@ for i = 1, #KEYS, 2 do
   elseif cur and ver <= cur then
     res[#res + 1] = 0
   elseif string.sub(op, 1, 1) == 'd' then
-    if present or not hash then redis.call('DEL', key) end
+    redis.call('DEL', key)
     redis.call('SET', tomb, ver, 'PX', tombttl)
     res[#res + 1] = 2
   else
     if hash then
-      if present then redis.call('DEL', key) end
+      -- DEL even when no version was found: a hash written outside the
+      -- pipeline has no _v, and its foreign fields must not survive.
+      redis.call('DEL', key)
       local j = first
       repeat
         redis.call('HSET', key, '_v', ver, unpack(ARGV, j, math.min(j + 999, last)))
