@@ -90,7 +90,7 @@ func Bootstrap(ctx context.Context, cfg *config.Config, db *sql.DB, flavor strin
 		return change.Position{}, exitErr(ExitConfig, err)
 	}
 	log.Info("bootstrap: loading the selected tables into Redis before streaming")
-	rep, err := r.Run(ctx, reconcile.PassOptions{})
+	rep, err := r.Run(ctx, reconcile.PassOptions{RestoreExpired: true})
 	if err != nil {
 		return change.Position{}, exitErr(ExitRuntime, fmt.Errorf("bootstrap pass: %w", err))
 	}
@@ -155,13 +155,13 @@ func sinkTableOptions(cfg *config.Config) func(t *change.Table) (sink.TableOptio
 	}
 }
 
-// countingConn counts the bytes read through a connection.
-type countingConn struct {
+// byteCountingConn counts the bytes read through a connection.
+type byteCountingConn struct {
 	net.Conn
 	n *atomic.Int64
 }
 
-func (c *countingConn) Read(b []byte) (int, error) {
+func (c *byteCountingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.n.Add(int64(n))
 	return n, err
@@ -180,7 +180,7 @@ func openCountingRedis(ctx context.Context, cfg *config.Config, n *atomic.Int64)
 		if err != nil {
 			return nil, err
 		}
-		return &countingConn{Conn: c, n: n}, nil
+		return &byteCountingConn{Conn: c, n: n}, nil
 	}
 	var rdb redis.UniversalClient
 	if r.Cluster() {

@@ -1,0 +1,270 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/sink"
+)
+
+// keysPerCall bounds the keys of one digest script call, so one call blocks Redis for about a millisecond.
+const keysPerCall = 200
+
+// redisSide computes digests and reads rows in Redis.
+type redisSide struct {
+	rdb     redis.UniversalClient
+	cluster bool
+}
+
+// call is one script call: row keys then probe keys, all in one cluster slot when cluster is set.
+type call struct {
+	rows, probes []int // indexes into the caller's key lists
+}
+
+// plan splits rows and probes into calls of at most keysPerCall keys, one slot per call on a cluster.
+func (r *redisSide) plan(rows, probes []string) []call {
+	if !r.cluster {
+		var calls []call
+		i, j := 0, 0
+		for i < len(rows) || j < len(probes) {
+			var c call
+			for ; i < len(rows) && len(c.rows) < keysPerCall; i++ {
+				c.rows = append(c.rows, i)
+			}
+			for ; j < len(probes) && len(c.rows)+len(c.probes) < keysPerCall; j++ {
+				c.probes = append(c.probes, j)
+			}
+			calls = append(calls, c)
+		}
+		return calls
+	}
+	var out []call
+	open := map[int]int{} // slot -> index in out of the call being filled
+	add := func(key string, f func(c *call)) {
+		s := sink.Slot(key)
+		i, ok := open[s]
+		if !ok || len(out[i].rows)+len(out[i].probes) >= keysPerCall {
+			out = append(out, call{})
+			i = len(out) - 1
+			open[s] = i
+		}
+		f(&out[i])
+	}
+	for i, k := range rows {
+		add(k, func(c *call) { c.rows = append(c.rows, i) })
+	}
+	for j, k := range probes {
+		add(k, func(c *call) { c.probes = append(c.probes, j) })
+	}
+	return out
+}
+
+func scriptArgs(tb *table, cached bool, nrows int) []any {
+	args := make([]any, 0, 4+2*len(tb.cols))
+	mode, f := "f", "h"
+	if cached {
+		mode = "c"
+	}
+	if tb.opts.Format == sink.FormatJSON {
+		f = "j"
+	}
+	args = append(args, mode, f, nrows, len(tb.cols))
+	for _, c := range tb.t.Columns {
+		args = append(args, c)
+	}
+	for i := range tb.cols {
+		switch {
+		case tb.cols[i].kind == kindFloat:
+			args = append(args, "f")
+		case tb.cols[i].numeric:
+			args = append(args, "n")
+		default:
+			args = append(args, "s")
+		}
+	}
+	return args
+}
+
+// run executes the digest script for every call in one pipeline, loading the script once if Redis lost it.
+func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []call, rows, probes []string) ([][]any, error) {
+	for attempt := 0; ; attempt++ {
+		pipe := r.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(calls))
+		for i, c := range calls {
+			keys := make([]string, 0, len(c.rows)+len(c.probes))
+			for _, k := range c.rows {
+				keys = append(keys, rows[k])
+			}
+			for _, k := range c.probes {
+				keys = append(keys, probes[k])
+			}
+			cmds[i] = pipe.EvalSha(ctx, digest.Hash(), keys, scriptArgs(tb, cached, len(c.rows))...)
+		}
+		_, _ = pipe.Exec(ctx) // each command's result is checked below
+		out := make([][]any, len(calls))
+		noScript := false
+		var firstErr error
+		for i, cmd := range cmds {
+			res, err := cmd.Slice()
+			if err != nil {
+				if redis.HasErrorPrefix(err, "NOSCRIPT") {
+					noScript = true
+				} else if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+			out[i] = res
+		}
+		if firstErr != nil {
+			return nil, fmt.Errorf("computing digests of %s in Redis: %w", tb.name(), firstErr)
+		}
+		if !noScript {
+			return out, nil
+		}
+		if attempt > 0 {
+			return nil, errors.New("computing digests in Redis: the script keeps disappearing (NOSCRIPT after loading it)")
+		}
+		if err := r.rdb.ScriptLoad(ctx, digestScript).Err(); err != nil {
+			return nil, fmt.Errorf("loading the digest script: %w", err)
+		}
+	}
+}
+
+// keyHash is one key's row hash in Redis.
+type keyHash struct {
+	exists bool
+	bad    bool // the key holds something that is not a row of this table's format
+	hash   uint64
+}
+
+// digestResult is what Redis holds for a range.
+type digestResult struct {
+	count  int64     // row keys that exist
+	xor    uint64    // of their hashes
+	hashes []keyHash // per row key
+	hits   []int     // indexes into the probe keys of the ones that exist
+}
+
+// rangeDigest hashes the row keys in Redis and checks which probe keys exist.
+func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, rows, probes []string) (*digestResult, error) {
+	calls := r.plan(rows, probes)
+	res, err := r.run(ctx, tb, cached, calls, rows, probes)
+	if err != nil {
+		return nil, err
+	}
+	d := &digestResult{hashes: make([]keyHash, len(rows))}
+	for i, c := range calls {
+		rep := res[i]
+		if len(rep) < 4 {
+			return nil, fmt.Errorf("computing digests of %s: short reply %v", tb.name(), rep)
+		}
+		n, _ := rep[0].(int64)
+		hi, _ := rep[1].(int64)
+		lo, _ := rep[2].(int64)
+		packed, _ := rep[3].(string)
+		d.count += n
+		d.xor ^= uint64(uint32(int32(hi)))<<32 | uint64(uint32(int32(lo)))
+		if len(packed) != 9*len(c.rows) {
+			return nil, fmt.Errorf("computing digests of %s: %d bytes of hashes for %d keys", tb.name(), len(packed), len(c.rows))
+		}
+		for j, k := range c.rows {
+			p := packed[9*j : 9*j+9]
+			switch p[0] {
+			case '+':
+				d.hashes[k] = keyHash{exists: true, hash: binary.BigEndian.Uint64([]byte(p[1:]))}
+			case 'E':
+				d.hashes[k] = keyHash{exists: true, bad: true}
+			}
+		}
+		for _, h := range rep[4:] {
+			j, _ := h.(int64)
+			if j < 1 || int(j) > len(c.probes) {
+				return nil, fmt.Errorf("computing digests of %s: probe index %d out of range", tb.name(), j)
+			}
+			d.hits = append(d.hits, c.probes[j-1])
+		}
+	}
+	sort.Ints(d.hits)
+	return d, nil
+}
+
+// stored is what Redis holds under a row key, read for a final decision.
+type stored struct {
+	exists bool
+	bad    bool              // not a row of the table's format (wrong type, undecodable document)
+	fields map[string]string // metadata removed
+	ver    string            // "_v", "" when none
+	tomb   string            // the tombstone's version when the key does not exist, "" when none
+}
+
+// read reads keys and, for the ones that do not exist, their tombstones.
+func (r *redisSide) read(ctx context.Context, tb *table, keys []string) ([]stored, error) {
+	out := make([]stored, len(keys))
+	pipe := r.rdb.Pipeline()
+	cmds := make([]redis.Cmder, len(keys))
+	tombs := make([]*redis.StringCmd, len(keys))
+	for i, k := range keys {
+		if tb.opts.Format == sink.FormatJSON {
+			cmds[i] = pipe.Get(ctx, k)
+		} else {
+			cmds[i] = pipe.HGetAll(ctx, k)
+		}
+		tombs[i] = pipe.Get(ctx, sink.TombstoneKey(k))
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, cmd := range cmds {
+		s := &out[i]
+		switch c := cmd.(type) {
+		case *redis.MapStringStringCmd:
+			m, err := c.Result()
+			switch {
+			case redis.HasErrorPrefix(err, "WRONGTYPE"):
+				s.exists, s.bad = true, true
+			case err != nil:
+				return nil, fmt.Errorf("reading %s key %q: %w", tb.name(), keys[i], err)
+			case len(m) > 0:
+				s.exists = true
+				s.fields = m
+			}
+		case *redis.StringCmd:
+			doc, err := c.Result()
+			switch {
+			case errors.Is(err, redis.Nil):
+			case redis.HasErrorPrefix(err, "WRONGTYPE"):
+				s.exists, s.bad = true, true
+			case err != nil:
+				return nil, fmt.Errorf("reading %s key %q: %w", tb.name(), keys[i], err)
+			default:
+				s.exists = true
+				m, err := decodeJSONRow(doc)
+				if err != nil {
+					s.bad = true
+				}
+				s.fields = m
+			}
+		}
+		if s.exists && !s.bad {
+			s.ver = s.fields["_v"]
+			for f := range s.fields {
+				if strings.HasPrefix(f, "_") {
+					delete(s.fields, f)
+				}
+			}
+		}
+		if !s.exists {
+			t, err := tombs[i].Result()
+			if err != nil && !errors.Is(err, redis.Nil) && !redis.HasErrorPrefix(err, "WRONGTYPE") {
+				return nil, fmt.Errorf("reading the tombstone of %s key %q: %w", tb.name(), keys[i], err)
+			}
+			s.tomb = t
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,246 @@
+package reconcile
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ServeOptions configure Serve.
+type ServeOptions struct {
+	// Addr is the HTTP listen address ("" = no HTTP server).
+	Addr string
+	// Token, when not empty, is the bearer token /reconcile requires.
+	Token string
+	// Interval returns how often a table is reconciled (its last finished pass plus the interval is when it is
+	// due again). Required.
+	Interval func(table string) time.Duration
+	// Registry is served on /metrics (nil: no /metrics).
+	Registry *prometheus.Registry
+	// Ready reports whether the servers answer, for /readyz (nil: always ready).
+	Ready func(ctx context.Context) error
+	// Pass holds the options of scheduled passes (Tables, Cached and Progress are set per pass).
+	Pass PassOptions
+	// FullEvery is how often a table's scheduled pass hashes every Redis row from its fields; the passes in
+	// between use cached row hashes (PassOptions.Cached). Default 24h; negative: every pass is full.
+	FullEvery time.Duration
+	// Listening, when set, is called with the HTTP server's address once it listens.
+	Listening func(addr string)
+}
+
+// request is a pass asked for over HTTP.
+type request struct {
+	tables      []string
+	scanOrphans bool
+	dryRun      bool
+	cached      bool
+}
+
+// status is what GET /reconcile returns.
+type status struct {
+	Running   bool      `json:"running"`
+	Current   *Progress `json:"current,omitempty"`
+	Last      *Report   `json:"last,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	NextDue   time.Time `json:"next_due,omitzero"`
+}
+
+// Serve reconciles tables on their schedule and on HTTP requests until ctx ends (then it returns nil).
+func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
+	if opts.Interval == nil {
+		return errors.New("reconcile: ServeOptions.Interval is required")
+	}
+	if opts.FullEvery == 0 {
+		opts.FullEvery = 24 * time.Hour
+	}
+	if verified, err := r.Verified(ctx); err == nil {
+		for t, at := range verified {
+			r.cfg.Metrics.SetVerified(t, at)
+		}
+	}
+	trigger := make(chan request, 1)
+	var mu sync.Mutex
+	var lastErr string
+	var nextDue time.Time
+
+	if opts.Addr != "" {
+		ln, err := net.Listen("tcp", opts.Addr)
+		if err != nil {
+			return fmt.Errorf("reconcile.http_addr %q: cannot listen: %w", opts.Addr, err)
+		}
+		mux := http.NewServeMux()
+		if opts.Registry != nil {
+			mux.Handle("/metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
+		}
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+			if opts.Ready != nil {
+				cctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+				defer cancel()
+				if err := opts.Ready(cctx); err != nil {
+					http.Error(w, err.Error(), http.StatusServiceUnavailable)
+					return
+				}
+			}
+			_, _ = w.Write([]byte("ready\n"))
+		})
+		mux.HandleFunc("/reconcile", func(w http.ResponseWriter, req *http.Request) {
+			if opts.Token != "" {
+				got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+				if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(opts.Token)) != 1 {
+					w.Header().Set("WWW-Authenticate", "Bearer")
+					http.Error(w, "missing or wrong bearer token (reconcile.token)", http.StatusUnauthorized)
+					return
+				}
+			}
+			switch req.Method {
+			case http.MethodGet:
+				st := status{Current: r.Current(), Running: r.running.Load()}
+				st.Last, _ = r.LastReport(req.Context())
+				mu.Lock()
+				st.LastError, st.NextDue = lastErr, nextDue
+				mu.Unlock()
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(st)
+			case http.MethodPost:
+				q := req.URL.Query()
+				flag := func(k string) bool { return q.Get(k) == "1" || q.Get(k) == "true" }
+				rq := request{tables: q["table"], scanOrphans: flag("scan_orphans"), dryRun: flag("dry_run"), cached: flag("cached")}
+				if r.running.Load() {
+					http.Error(w, "a pass is running; GET /reconcile shows its progress", http.StatusConflict)
+					return
+				}
+				select {
+				case trigger <- rq:
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusAccepted)
+					_ = json.NewEncoder(w).Encode(map[string]any{"accepted": true, "tables": rq.tables})
+				default:
+					http.Error(w, "a pass is already queued", http.StatusConflict)
+				}
+			default:
+				w.Header().Set("Allow", "GET, POST")
+				http.Error(w, "use GET (state) or POST (start a pass)", http.StatusMethodNotAllowed)
+			}
+		})
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				r.log.Error("reconcile http server stopped", slog.String("error", err.Error()))
+			}
+		}()
+		defer srv.Close()
+		r.log.Info("reconcile http listening", slog.String("addr", ln.Addr().String()))
+		if opts.Listening != nil {
+			opts.Listening(ln.Addr().String())
+		}
+	}
+
+	retry := time.Duration(0)
+	for {
+		due, next, err := r.due(ctx, opts.Interval)
+		if err != nil {
+			r.log.Warn("reading the schedule failed", slog.String("error", err.Error()))
+			next = time.Now().Add(time.Minute)
+		}
+		if retry > 0 {
+			next = time.Now().Add(retry)
+			due = nil
+		}
+		mu.Lock()
+		nextDue = next
+		mu.Unlock()
+		var rq request
+		if len(due) == 0 {
+			t := time.NewTimer(max(time.Until(next), 0))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			case rq = <-trigger:
+				t.Stop()
+			case <-t.C:
+				retry = 0
+				continue
+			}
+		} else {
+			rq = request{tables: due, scanOrphans: opts.Pass.ScanOrphans, dryRun: opts.Pass.DryRun,
+				cached: r.fullRecently(ctx, due, opts.FullEvery)}
+		}
+		po := opts.Pass
+		po.Tables, po.ScanOrphans, po.DryRun, po.Cached = rq.tables, rq.scanOrphans, rq.dryRun, rq.cached
+		rep, err := r.Run(ctx, po)
+		if ctx.Err() != nil {
+			return nil
+		}
+		mu.Lock()
+		if err != nil {
+			lastErr = err.Error()
+			retry = time.Minute
+			r.log.Error("reconcile pass failed; retrying in a minute", slog.String("error", err.Error()))
+		} else {
+			lastErr, retry = "", 0
+			t := rep.Total()
+			r.log.Info("reconcile pass finished", slog.String("pass", rep.ID), slog.Int64("rows", t.Rows),
+				slog.Int64("drift", t.Drift()), slog.Duration("took", rep.Finished.Sub(rep.Started)))
+		}
+		mu.Unlock()
+	}
+}
+
+// due returns the tables whose interval has passed since their last finished pass, and when the next one is due.
+func (r *Reconciler) due(ctx context.Context, interval func(string) time.Duration) ([]string, time.Time, error) {
+	tables, err := r.Tables(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	verified, err := r.Verified(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	now := time.Now()
+	next := now.Add(time.Hour)
+	var due []string
+	for _, t := range tables {
+		at, ok := verified[t]
+		when := at.Add(interval(t))
+		if !ok || !when.After(now) {
+			due = append(due, t)
+			continue
+		}
+		if when.Before(next) {
+			next = when
+		}
+	}
+	sort.Strings(due)
+	return due, next, nil
+}
+
+// fullRecently reports whether every table had a full pass within every (so the next pass may use cached hashes).
+func (r *Reconciler) fullRecently(ctx context.Context, tables []string, every time.Duration) bool {
+	if every < 0 {
+		return false
+	}
+	full, err := r.FullyVerified(ctx)
+	if err != nil {
+		return false
+	}
+	for _, t := range tables {
+		if at, ok := full[t]; !ok || time.Since(at) > every {
+			return false
+		}
+	}
+	return true
+}

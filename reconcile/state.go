@@ -1,0 +1,211 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
+)
+
+// stateStore keeps the reconciler's state in one Redis hash (Config.StateKey):
+//
+//	pass             the interrupted pass, JSON passState (absent once a pass finishes)
+//	table:<db.t>     the progress of a table in that pass, JSON tableProgress
+//	last_report      the report of the last finished pass, JSON Report
+//	verified:<db.t>  when the table last finished a pass, RFC 3339
+//	full:<db.t>      when the table last finished a pass that hashed every Redis row from its fields
+//
+// An empty key disables it: no resume, no last report.
+type stateStore struct {
+	rdb redis.UniversalClient
+	key string
+}
+
+type passState struct {
+	ID      string          `json:"id"`
+	Started time.Time       `json:"started"`
+	Start   change.Position `json:"start"`
+}
+
+// tableProgress is how far a table got: every range up to After (hex of the primary-key values) is finished.
+type tableProgress struct {
+	Table  string      `json:"table"`
+	After  []string    `json:"after,omitempty"`
+	Done   bool        `json:"done"`
+	Report TableReport `json:"report"`
+}
+
+func newTableProgress(after [][]byte, rep *TableReport) tableProgress {
+	p := tableProgress{Table: rep.Table, Report: *rep}
+	for _, v := range after {
+		p.After = append(p.After, hex.EncodeToString(v))
+	}
+	return p
+}
+
+func (p *tableProgress) after() ([][]byte, error) {
+	if len(p.After) == 0 {
+		return nil, nil
+	}
+	out := make([][]byte, len(p.After))
+	for i, h := range p.After {
+		b, err := hex.DecodeString(h)
+		if err != nil {
+			return nil, fmt.Errorf("reading the reconcile progress of %s: %w", p.Table, err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}
+
+func (s *stateStore) get(ctx context.Context, field string, v any) (bool, error) {
+	if s.key == "" {
+		return false, nil
+	}
+	b, err := s.rdb.HGet(ctx, s.key, field).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading the reconcile state (%s %s): %w", s.key, field, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("reading the reconcile state (%s %s): %w; delete the field to start over", s.key, field, err)
+	}
+	return true, nil
+}
+
+func (s *stateStore) set(ctx context.Context, values ...any) error {
+	if s.key == "" {
+		return nil
+	}
+	for i := 1; i < len(values); i += 2 {
+		if _, ok := values[i].(string); !ok {
+			b, err := json.Marshal(values[i])
+			if err != nil {
+				return fmt.Errorf("encoding the reconcile state: %w", err)
+			}
+			values[i] = b
+		}
+	}
+	if err := s.rdb.HSet(ctx, s.key, values...).Err(); err != nil {
+		return fmt.Errorf("saving the reconcile state (%s): %w", s.key, err)
+	}
+	return nil
+}
+
+func (s *stateStore) loadPass(ctx context.Context) (*passState, error) {
+	var p passState
+	ok, err := s.get(ctx, "pass", &p)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (s *stateStore) savePass(ctx context.Context, p *passState) error { return s.set(ctx, "pass", p) }
+
+func (s *stateStore) loadTable(ctx context.Context, table string) (*tableProgress, error) {
+	var p tableProgress
+	ok, err := s.get(ctx, "table:"+table, &p)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+func (s *stateStore) saveTable(ctx context.Context, p *tableProgress) error {
+	return s.set(ctx, "table:"+p.Table, p)
+}
+
+func (s *stateStore) tableDone(ctx context.Context, rep *TableReport) error {
+	return s.set(ctx, "table:"+rep.Table, &tableProgress{Table: rep.Table, Done: true, Report: *rep})
+}
+
+// clearProgress forgets an interrupted pass.
+func (s *stateStore) clearProgress(ctx context.Context) error {
+	if s.key == "" {
+		return nil
+	}
+	fields, err := s.rdb.HKeys(ctx, s.key).Result()
+	if err != nil {
+		return fmt.Errorf("reading the reconcile state (%s): %w", s.key, err)
+	}
+	var del []string
+	for _, f := range fields {
+		if f == "pass" || strings.HasPrefix(f, "table:") {
+			del = append(del, f)
+		}
+	}
+	if len(del) == 0 {
+		return nil
+	}
+	if err := s.rdb.HDel(ctx, s.key, del...).Err(); err != nil {
+		return fmt.Errorf("clearing the reconcile state (%s): %w", s.key, err)
+	}
+	return nil
+}
+
+// finish stores the report and the verification times, and forgets the pass's progress.
+func (s *stateStore) finish(ctx context.Context, rep *Report) error {
+	values := []any{"last_report", rep}
+	for _, t := range rep.Tables {
+		if t.Error == "" {
+			values = append(values, "verified:"+t.Table, rep.Finished.Format(time.RFC3339Nano))
+			if !rep.Cached {
+				values = append(values, "full:"+t.Table, rep.Finished.Format(time.RFC3339Nano))
+			}
+		}
+	}
+	if err := s.set(ctx, values...); err != nil {
+		return err
+	}
+	return s.clearProgress(ctx)
+}
+
+// LastReport returns the report of the last finished pass, nil when there is none.
+func (r *Reconciler) LastReport(ctx context.Context) (*Report, error) {
+	s := &stateStore{rdb: r.cfg.Redis, key: r.cfg.StateKey}
+	var rep Report
+	ok, err := s.get(ctx, "last_report", &rep)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return &rep, nil
+}
+
+// Verified returns when each table last finished a pass.
+func (r *Reconciler) Verified(ctx context.Context) (map[string]time.Time, error) {
+	return r.times(ctx, "verified:")
+}
+
+// FullyVerified returns when each table last finished a pass without cached row hashes.
+func (r *Reconciler) FullyVerified(ctx context.Context) (map[string]time.Time, error) {
+	return r.times(ctx, "full:")
+}
+
+func (r *Reconciler) times(ctx context.Context, prefix string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	if r.cfg.StateKey == "" {
+		return out, nil
+	}
+	m, err := r.cfg.Redis.HGetAll(ctx, r.cfg.StateKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading the reconcile state (%s): %w", r.cfg.StateKey, err)
+	}
+	for f, v := range m {
+		if t, ok := strings.CutPrefix(f, prefix); ok {
+			if ts, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				out[t] = ts
+			}
+		}
+	}
+	return out, nil
+}
