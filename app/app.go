@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return exitErr(ExitServer, err)
 	}
-	start, err := startPosition(startCtx, cfg, opts, db, flavor, store, identity, log)
+	start, err := startPosition(startCtx, cfg, opts, db, flavor, store, identity, log, bootstrapper(ctx, cfg, db, flavor, rdb, log))
 	if err != nil {
 		return err
 	}
@@ -269,9 +269,10 @@ func reportProblems(log *slog.Logger, problems []source.Problem) error {
 }
 
 // startPosition picks where to start: the command line, else the checkpoint,
-// else the server's current position.
+// else (bootstrap not nil) the position of a bootstrap pass, else the server's
+// current position.
 func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sql.DB, flavor string,
-	store checkpoint.Store, identity string, log *slog.Logger,
+	store checkpoint.Store, identity string, log *slog.Logger, bootstrap func() (change.Position, error),
 ) (change.Position, error) {
 	saved, found, err := store.Load(ctx)
 	if err != nil {
@@ -298,6 +299,12 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		p = saved
 		log.Info("resuming from the checkpoint", slog.String("file", p.File), slog.Uint64("pos", uint64(p.Pos)),
 			slog.String("gtid_set", p.GTIDSet))
+	case bootstrap != nil:
+		if p, err = bootstrap(); err != nil {
+			return p, err
+		}
+		log.Info("no checkpoint: starting from the bootstrap pass's position", slog.String("file", p.File),
+			slog.Uint64("pos", uint64(p.Pos)), slog.String("gtid_set", p.GTIDSet))
 	default:
 		p, err = source.CurrentPosition(ctx, db, flavor)
 		if err != nil {

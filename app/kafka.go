@@ -58,9 +58,10 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			return err
 		}
 	}
-	// The sink writes to Redis; the source needs it only for a Redis checkpoint.
+	// The sink writes to Redis; the source needs it only for a Redis checkpoint
+	// or to bootstrap (the initial load goes straight to Redis, fenced).
 	var rdb redis.UniversalClient
-	if runSink || cfg.Checkpoint.Store == config.StoreRedis {
+	if runSink || cfg.Checkpoint.Store == config.StoreRedis || (runSource && cfg.Bootstrap) {
 		if rdb, err = OpenRedis(startCtx, cfg); err != nil {
 			return err
 		}
@@ -160,7 +161,8 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		if err != nil {
 			return exitErr(ExitServer, err)
 		}
-		if start, err = startPosition(startCtx, cfg, opts, db, flavor, store, identity, log); err != nil {
+		if start, err = startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
+			bootstrapper(ctx, cfg, db, flavor, rdb, log)); err != nil {
 			return err
 		}
 		src = newSource(cfg, db, flavor, start, identity, log, m)

@@ -101,6 +101,17 @@ func Bootstrap(ctx context.Context, cfg *config.Config, db *sql.DB, flavor strin
 	return rep.Start, nil
 }
 
+// bootstrapper returns the bootstrap startPosition runs when there is no checkpoint, or nil when bootstrap is
+// off. The pass runs under ctx, not under the start-up deadline: loading a large table takes as long as it takes.
+func bootstrapper(ctx context.Context, cfg *config.Config, db *sql.DB, flavor string, rdb redis.UniversalClient,
+	log *slog.Logger,
+) func() (change.Position, error) {
+	if !cfg.Bootstrap {
+		return nil
+	}
+	return func() (change.Position, error) { return Bootstrap(ctx, cfg, db, flavor, rdb, log) }
+}
+
 func newReconciler(cfg *config.Config, db *sql.DB, flavor string, rdb redis.UniversalClient, log *slog.Logger,
 	m *reconcile.Metrics, tune func(*reconcile.Config),
 ) (*reconcile.Reconciler, error) {
