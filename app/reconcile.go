@@ -141,7 +141,7 @@ func newReconciler(cfg *config.Config, db *sql.DB, flavor string, rdb redis.Univ
 			}
 			return reconcile.TableOptions{
 				Columns: &source.ColumnRule{Include: r.Columns.Include, Exclude: r.Columns.Exclude, Rename: r.Columns.Rename},
-				Format:  sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL,
+				Format:  sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL, RestoreExpired: r.RestoreExpired,
 			}
 		},
 		ChunkRows: cfg.Reconcile.ChunkRows, ChunkTarget: cfg.Reconcile.ChunkTarget,

@@ -232,6 +232,12 @@ type TableRule struct {
 	TTL time.Duration `yaml:"ttl"`
 	// Format is hash | json; "" = sink.format (Load fills it). Default "".
 	Format string `yaml:"format"`
+	// RestoreExpired makes the reconciler write a missing key of a table with
+	// a TTL back instead of taking it for an expired one. Default false.
+	RestoreExpired bool `yaml:"restore_expired"`
+	// ReconcileInterval is the time between scheduled passes over the table
+	// in `reconciler serve`; 0 = reconcile.interval. Default 0s.
+	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 }
 
 // Columns picks and renames a table's columns.
@@ -377,6 +383,13 @@ type Reconcile struct {
 	TokenFile string `yaml:"token_file"`
 	// HTTPAddr is where `reconciler serve` listens; "" disables it. Default 127.0.0.1:9091.
 	HTTPAddr string `yaml:"http_addr"`
+	// FullEvery is how often a scheduled pass hashes every Redis row from its
+	// fields instead of trusting the row hashes cached by earlier passes;
+	// 0 = every pass is full. Default 24h.
+	FullEvery time.Duration `yaml:"full_every"`
+	// ScanOrphans makes scheduled passes also SCAN each table's key pattern
+	// for keys written outside the pipeline. Default false.
+	ScanOrphans bool `yaml:"scan_orphans"`
 	// StateKey is the Redis key holding the reconciler's progress and last report.
 	// Default binlogsync:reconcile.
 	StateKey string `yaml:"state_key"`
@@ -441,6 +454,7 @@ func defaults() *Config {
 			ChunkRows:   1000,
 			ChunkTarget: 50 * time.Millisecond,
 			Repair:      true,
+			FullEvery:   24 * time.Hour,
 			HTTPAddr:    "127.0.0.1:9091",
 			StateKey:    "binlogsync:reconcile",
 		},

@@ -332,6 +332,12 @@ func (c *Config) validateRule(i int) error {
 	if err := c.nonNegativeDuration(p+".ttl", r.TTL); err != nil {
 		return err
 	}
+	if err := c.nonNegativeDuration(p+".reconcile_interval", r.ReconcileInterval); err != nil {
+		return err
+	}
+	if r.RestoreExpired && r.TTL == 0 {
+		return c.problem(p+".restore_expired", "%s.restore_expired is set but %s.ttl is 0s: keys without a TTL never expire; remove restore_expired or set a ttl", p, p)
+	}
 	if r.Format != "" {
 		return c.oneOf(p+".format", r.Format, FormatHash, FormatJSON)
 	}
@@ -450,6 +456,7 @@ func (c *Config) validateReconcile() error {
 		c.positiveDuration("reconcile.interval", r.Interval),
 		c.positive("reconcile.chunk_rows", r.ChunkRows),
 		c.positiveDuration("reconcile.chunk_target", r.ChunkTarget),
+		c.nonNegativeDuration("reconcile.full_every", r.FullEvery),
 		c.notEmpty("reconcile.state_key", r.StateKey, "set the Redis key for the reconciler's state, like \"binlogsync:reconcile\""),
 	); err != nil {
 		return err

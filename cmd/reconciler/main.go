@@ -60,7 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("reconciler "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "YAML configuration file (keys can be overridden by BINLOGSYNC_* environment variables)")
-	scan := fs.Bool("scan-orphans", false, "also SCAN each table's key pattern for keys written outside the pipeline")
+	scan := fs.Bool("scan-orphans", false, "also SCAN each table's key pattern for keys written outside the pipeline (serve: or reconcile.scan_orphans)")
 	var tables tableList
 	var dryRun, restart, cached, restore *bool
 	var output *string
@@ -73,7 +73,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		restore = fs.Bool("restore-expired", false, "write missing keys of tables with a TTL too (an initial load) instead of taking them for expired")
 		output = fs.String("output", "text", "report format: text or json")
 	} else {
-		fullEvery = fs.Duration("full-every", 24*time.Hour, "how often a scheduled pass hashes every Redis row instead of trusting cached row hashes (0 or negative: always)")
+		fullEvery = fs.Duration("full-every", 24*time.Hour, "how often a scheduled pass hashes every Redis row instead of trusting cached row hashes (0 or negative: always); overrides reconcile.full_every")
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		return app.ExitConfig
@@ -102,10 +102,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer r.Close()
 
 	if cmd == "serve" {
+		full := cfg.Reconcile.FullEvery
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "full-every" {
+				full = *fullEvery
+			}
+		})
 		err := r.Serve(ctx, reconcile.ServeOptions{
 			Addr:     cfg.Reconcile.HTTPAddr,
 			Token:    cfg.Reconcile.Token,
-			Interval: func(string) time.Duration { return cfg.Reconcile.Interval },
+			Interval: tableInterval(cfg),
 			Registry: reg,
 			Ready: func(ctx context.Context) error {
 				if err := r.DB.PingContext(ctx); err != nil {
@@ -113,8 +119,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 				}
 				return r.Redis.Ping(ctx).Err()
 			},
-			Pass:      reconcile.PassOptions{ScanOrphans: *scan},
-			FullEvery: fullInterval(*fullEvery),
+			Pass:      reconcile.PassOptions{ScanOrphans: *scan || cfg.Reconcile.ScanOrphans},
+			FullEvery: fullInterval(full),
 		})
 		if err != nil {
 			return fail(stderr, err)
@@ -159,6 +165,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, err)
 	}
 	return app.ExitOK
+}
+
+// tableInterval is the time between scheduled passes over a table ("db.table"): its rule's reconcile_interval,
+// else reconcile.interval.
+func tableInterval(cfg *config.Config) func(string) time.Duration {
+	return func(name string) time.Duration {
+		db, table, _ := strings.Cut(name, ".")
+		if r := cfg.Rule(db, table); r != nil && r.ReconcileInterval > 0 {
+			return r.ReconcileInterval
+		}
+		return cfg.Reconcile.Interval
+	}
 }
 
 // fullInterval maps --full-every to ServeOptions.FullEvery: 0 or negative means every pass is full.
