@@ -146,7 +146,7 @@ func newReconciler(cfg *config.Config, db *sql.DB, flavor string, rdb redis.Univ
 		},
 		ChunkRows: cfg.Reconcile.ChunkRows, ChunkTarget: cfg.Reconcile.ChunkTarget,
 		RateLimitRows: cfg.Reconcile.RateLimitRows, ReportOnly: !cfg.Reconcile.Repair,
-		StateKey: cfg.Reconcile.StateKey, Logger: log, Metrics: m,
+		StateKey: cfg.Reconcile.StateKey, DeadLetterStream: cfg.Sink.DeadLetter, Logger: log, Metrics: m,
 	}
 	if tune != nil {
 		tune(&rc)

@@ -78,6 +78,9 @@ type Config struct {
 	RateLimitRows int
 	// ReportOnly, when set, finds drift but never repairs (like PassOptions.DryRun for every pass).
 	ReportOnly bool
+	// DeadLetterStream is the sink's dead-letter stream (sink.dead_letter; "" = none). Each pass resolves its
+	// entries from MySQL and removes the ones it resolved.
+	DeadLetterStream string
 	// StateKey is the Redis key of the progress and the last report ("" = no state: no resume).
 	StateKey string
 	// SettleTimeout bounds how long a difference waits for the stream to reach its range's snapshot
@@ -266,6 +269,19 @@ func (r *Reconciler) Run(ctx context.Context, opts PassOptions) (*Report, error)
 		if tr != nil {
 			rep.Tables = append(rep.Tables, *tr)
 		}
+		if err != nil {
+			rep.Finished = time.Now().UTC()
+			r.cfg.Metrics.pass(false, time.Since(passStart))
+			return rep, err
+		}
+	}
+	if r.cfg.DeadLetterStream != "" {
+		only := map[string]bool{}
+		for _, n := range opts.Tables {
+			only[n] = true
+		}
+		dl, err := r.resolveDeadLetters(ctx, st, rep.Start.Epoch, opts, only)
+		rep.DeadLetters = dl
 		if err != nil {
 			rep.Finished = time.Now().UTC()
 			r.cfg.Metrics.pass(false, time.Since(passStart))

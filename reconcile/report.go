@@ -91,6 +91,8 @@ type Report struct {
 	// Cached is set when the Redis side used cached row hashes (PassOptions.Cached).
 	Cached bool          `json:"cached"`
 	Tables []TableReport `json:"tables"`
+	// DeadLetters is what the pass did with the sink's dead-letter stream (nil: none configured).
+	DeadLetters *DeadLetterReport `json:"dead_letters,omitempty"`
 }
 
 // Total sums the table reports.
@@ -142,6 +144,10 @@ func (r *Report) WriteText(w io.Writer) error {
 			notes = append(notes, fmt.Sprintf("%s: %d repairs lost to newer stream changes, %d refused by Redis, "+
 				"%d differences decided without the stream reaching the snapshot", t.Table, t.Fenced, t.Refused, t.Unsettled))
 		}
+	}
+	if dl := r.DeadLetters; dl != nil && dl.Entries > 0 {
+		notes = append(notes, fmt.Sprintf("dead letters in %s: %d read, %d resolved from MySQL (%d rows repaired), %d left",
+			dl.Stream, dl.Entries, dl.Resolved, dl.Repaired, dl.Remaining))
 	}
 	mode := "repaired"
 	if r.DryRun {
