@@ -493,6 +493,16 @@ func TestIntegrationPoisonRowGoesToDeadLetterStream(t *testing.T) {
 	if n := p.metric(t, "binlogsync_dead_letters_total"); n != 1 {
 		t.Fatalf("binlogsync_dead_letters_total = %v, want 1", n)
 	}
+
+	// The reconciler resolves the dead-lettered row from MySQL and removes the entry.
+	rep := e.reconcile("--table", e.db+".users")
+	if dl := rep.DeadLetters; dl == nil || dl.Entries != 1 || dl.Resolved != 1 || dl.Remaining != 0 {
+		t.Fatalf("reconciler dead letters = %+v, want the entry resolved", rep.DeadLetters)
+	}
+	if n, err := e.rdb.XLen(ctx, "binlogsync:dead").Result(); err != nil || n != 0 {
+		t.Fatalf("dead-letter stream holds %d entries after the pass (%v), want 0", n, err)
+	}
+	e.waitSame("users", 20*time.Second, nil, "id")
 	p.stop(t, 15*time.Second)
 }
 
