@@ -29,7 +29,7 @@ import (
 	"github.com/binlogsync/binlogsync/source"
 )
 
-// Exit codes, documented in docs/operations.md.
+// Exit codes, documented in docs/runbook.md (Exit codes).
 const (
 	ExitOK          = 0
 	ExitRuntime     = 1 // an error while running (after start-up)
@@ -100,6 +100,24 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return nil
 	}
 
+	// Metrics and HTTP come up before the lease and the bootstrap, so a standby
+	// or a long initial load is observable (/readyz answers 503 until streaming).
+	reg := opts.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	queue := make(chan *change.Batch, cfg.Sink.QueueBatches)
+	m := metrics.New(reg, func() float64 { return float64(len(queue)) })
+	var ready atomic.Bool
+	if cfg.HTTP.Addr != "" {
+		srv, err := serveHTTP(cfg.HTTP.Addr, reg, &ready, rdb, log)
+		if err != nil {
+			return exitErr(ExitConfig, err)
+		}
+		defer srv.Close()
+	}
+
 	ctx, release, err := lead(ctx, cfg, rdb, log)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -127,26 +145,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return err
 	}
 
-	reg := opts.Registry
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	}
-	queue := make(chan *change.Batch, cfg.Sink.QueueBatches)
-	m := metrics.New(reg, func() float64 { return float64(len(queue)) })
-
 	snk, err := NewSink(cfg, rdb, log, m)
 	if err != nil {
 		return exitErr(ExitConfig, err)
-	}
-
-	var ready atomic.Bool
-	if cfg.HTTP.Addr != "" {
-		srv, err := serveHTTP(cfg.HTTP.Addr, reg, &ready, rdb, log)
-		if err != nil {
-			return exitErr(ExitConfig, err)
-		}
-		defer srv.Close()
 	}
 
 	src := newSource(cfg, db, flavor, start, identity, log, m)

@@ -122,17 +122,28 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			return exitErr(ExitConfig, err)
 		}
 		if err := cons.Check(startCtx); err != nil {
-			return exitErr(ExitServer, err)
+			return exitErr(ExitServer, explainKafkaError(cfg, err))
 		}
 	}
 	if prod != nil {
 		if err := prod.Check(startCtx); err != nil {
-			return exitErr(ExitServer, err)
+			return exitErr(ExitServer, explainKafkaError(cfg, err))
 		}
 	}
 	if opts.CheckOnly {
 		log.Info("all checks passed", slog.Any("brokers", cfg.Kafka.Brokers))
 		return nil
+	}
+
+	// HTTP comes up before the lease and the bootstrap, so a standby or a long
+	// initial load is observable (/readyz answers 503 until streaming).
+	var ready atomic.Bool
+	if cfg.HTTP.Addr != "" {
+		srv, err := serveHTTP(cfg.HTTP.Addr, reg, &ready, rdb, log)
+		if err != nil {
+			return exitErr(ExitConfig, err)
+		}
+		defer srv.Close()
 	}
 
 	// The source half: checkpoint, start position, binlog source.
@@ -169,15 +180,6 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		ckpt = &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 			Log: log.With(slog.String("component", "checkpoint"))}
 		ckpt.Start()
-	}
-
-	var ready atomic.Bool
-	if cfg.HTTP.Addr != "" {
-		srv, err := serveHTTP(cfg.HTTP.Addr, reg, &ready, rdb, log)
-		if err != nil {
-			return exitErr(ExitConfig, err)
-		}
-		defer srv.Close()
 	}
 
 	runCtx, stopAll := context.WithCancel(ctx)

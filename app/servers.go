@@ -3,13 +3,17 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
+	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/binlogsync/binlogsync/config"
 	"github.com/binlogsync/binlogsync/source"
@@ -105,6 +109,11 @@ func OpenRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, 
 func explainRedisError(cfg *config.Config, err error) error {
 	msg := err.Error()
 	addr := redisAddr(cfg)
+	if isTLSError(err) {
+		return fmt.Errorf("redis.tls: the TLS handshake with redis at %s failed (%w); check redis.tls.ca_file "+
+			"(the CA that signed the server's certificate), redis.tls.server_name, and redis.tls.cert_file/key_file "+
+			"when the server requires client certificates", addr, err)
+	}
 	switch {
 	case strings.Contains(msg, "WRONGPASS"), strings.Contains(msg, "NOAUTH"), strings.Contains(msg, "invalid password"):
 		return fmt.Errorf("redis at %s refused the credentials (%s): check redis.username and redis.password", addr, msg)
@@ -116,4 +125,36 @@ func explainRedisError(cfg *config.Config, err error) error {
 		return fmt.Errorf("redis host in %q cannot be resolved: check redis.addr", addr)
 	}
 	return fmt.Errorf("connecting to redis at %s: %w (check redis.addr / redis.addrs)", addr, err)
+}
+
+// isTLSError reports whether err is a failed TLS handshake: an untrusted or
+// misnamed certificate, or a peer that does not speak TLS or refused ours.
+func isTLSError(err error) bool {
+	var (
+		certErr *tls.CertificateVerificationError
+		uaErr   x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		invErr  x509.CertificateInvalidError
+		recErr  tls.RecordHeaderError
+		alert   tls.AlertError
+	)
+	return errors.As(err, &certErr) || errors.As(err, &uaErr) || errors.As(err, &hostErr) ||
+		errors.As(err, &invErr) || errors.As(err, &recErr) || errors.As(err, &alert)
+}
+
+// explainKafkaError names the setting behind a failed first contact with the
+// brokers: TLS or SASL; other errors are returned as they are.
+func explainKafkaError(cfg *config.Config, err error) error {
+	k := &cfg.Kafka
+	switch {
+	case isTLSError(err):
+		return fmt.Errorf("kafka.tls: the TLS handshake with kafka.brokers %v failed (%w); check kafka.tls.ca_file "+
+			"(the CA that signed the brokers' certificates), kafka.tls.server_name, and kafka.tls.cert_file/key_file "+
+			"when the brokers require client certificates", k.Brokers, err)
+	case k.SASL.Mechanism != "" && k.SASL.Mechanism != config.SASLNone &&
+		(errors.Is(err, kafkago.SASLAuthenticationFailed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)):
+		return fmt.Errorf("kafka.sasl: the brokers refused or dropped the %s authentication of user %q (%w); check "+
+			"kafka.sasl.user, kafka.sasl.password and kafka.sasl.mechanism", k.SASL.Mechanism, k.SASL.User, err)
+	}
+	return err
 }

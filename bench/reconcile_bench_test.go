@@ -1,7 +1,3 @@
-//go:build wip
-
-// Work in progress: not run in CI until it is sized to finish in reasonable time under -race (see the closing note of issue 4). Run with -tags wip.
-
 package bench
 
 import (

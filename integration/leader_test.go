@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,17 @@ func TestIntegrationLeaderFailover(t *testing.T) {
 
 	standby := e.spawn("--config", "../config.example.yaml")
 	waitLog(t, standby, "standby: another source holds the leader lease", 30*time.Second)
+	// A standby is observable: /healthz answers, /readyz says it is not streaming, /metrics is served.
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503, "/metrics": 200} {
+		resp, err := http.Get("http://" + standby.httpAddr(t) + path)
+		if err != nil {
+			t.Fatalf("standby %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("standby %s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
 
 	for i := 0; i < 50; i++ {
 		e.exec(fmt.Sprintf("INSERT INTO users VALUES (%d,'a',%d,NULL,NOW(6))", i, i))
