@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	defer db.Close()
 	log = log.With(slog.String("flavor", flavor))
 
-	problems, err := source.Preflight(startCtx, db, source.PreflightOptions{Flavor: flavor, ServerID: cfg.MySQL.ServerID, User: cfg.MySQL.User, Tables: cfg.Tables.Include})
+	problems, err := source.Preflight(startCtx, db, preflightOptions(cfg, flavor))
 	if err != nil {
 		return exitErr(ExitServer, fmt.Errorf("checking the server settings: %w", err))
 	}
@@ -382,13 +382,26 @@ func serverIdentity(ctx context.Context, db *sql.DB, flavor string) (string, err
 	return id, nil
 }
 
+// preflightOptions are the start-up checks of the configuration's source.
+func preflightOptions(cfg *config.Config, flavor string) source.PreflightOptions {
+	return source.PreflightOptions{Flavor: flavor, ServerID: cfg.MySQL.ServerID, User: cfg.MySQL.User,
+		Tables: cfg.Tables.Include, Selected: cfg.TableSelected,
+		KeyColumns: func(db, table string) []string {
+			if r := cfg.Rule(db, table); r != nil {
+				return r.KeyColumns
+			}
+			return nil
+		}}
+}
+
 func columnRules(cfg *config.Config) func(db, table string) *source.ColumnRule {
 	return func(db, table string) *source.ColumnRule {
 		r := cfg.Rule(db, table)
 		if r == nil {
 			return nil
 		}
-		return &source.ColumnRule{Include: r.Columns.Include, Exclude: r.Columns.Exclude, Rename: r.Columns.Rename}
+		return &source.ColumnRule{Include: r.Columns.Include, Exclude: r.Columns.Exclude, Rename: r.Columns.Rename,
+			KeyColumns: r.KeyColumns}
 	}
 }
 

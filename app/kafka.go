@@ -49,8 +49,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		}
 		defer db.Close()
 		log = log.With(slog.String("flavor", flavor))
-		problems, err := source.Preflight(startCtx, db, source.PreflightOptions{Flavor: flavor, ServerID: cfg.MySQL.ServerID,
-			User: cfg.MySQL.User, Tables: cfg.Tables.Include})
+		problems, err := source.Preflight(startCtx, db, preflightOptions(cfg, flavor))
 		if err != nil {
 			return exitErr(ExitServer, fmt.Errorf("checking the server settings: %w", err))
 		}

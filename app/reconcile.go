@@ -140,8 +140,9 @@ func newReconciler(cfg *config.Config, db *sql.DB, flavor string, rdb redis.Univ
 				return reconcile.TableOptions{Format: sinkFormat(cfg.Sink.Format)}
 			}
 			return reconcile.TableOptions{
-				Columns: &source.ColumnRule{Include: r.Columns.Include, Exclude: r.Columns.Exclude, Rename: r.Columns.Rename},
-				Format:  sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL, RestoreExpired: r.RestoreExpired,
+				Columns: &source.ColumnRule{Include: r.Columns.Include, Exclude: r.Columns.Exclude, Rename: r.Columns.Rename,
+					KeyColumns: r.KeyColumns},
+				Format: sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL, RestoreExpired: r.RestoreExpired,
 			}
 		},
 		ChunkRows: cfg.Reconcile.ChunkRows, ChunkTarget: cfg.Reconcile.ChunkTarget,

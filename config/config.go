@@ -232,6 +232,10 @@ type TableRule struct {
 	TTL time.Duration `yaml:"ttl"`
 	// Format is hash | json; "" = sink.format (Load fills it). Default "".
 	Format string `yaml:"format"`
+	// KeyColumns, for a table without a primary key, are the columns of a NOT
+	// NULL unique key that identify its rows (checked at start). Without them
+	// such a table is skipped with a warning. Default [].
+	KeyColumns []string `yaml:"key_columns"`
 	// RestoreExpired makes the reconciler write a missing key of a table with
 	// a TTL back instead of taking it for an expired one. Default false.
 	RestoreExpired bool `yaml:"restore_expired"`

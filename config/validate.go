@@ -290,7 +290,7 @@ func (c *Config) validateRule(i int) error {
 	for _, list := range []struct {
 		key   string
 		names []string
-	}{{p + ".columns.include", col.Include}, {p + ".columns.exclude", col.Exclude}} {
+	}{{p + ".columns.include", col.Include}, {p + ".columns.exclude", col.Exclude}, {p + ".key_columns", r.KeyColumns}} {
 		for j, n := range list.names {
 			if n == "" {
 				return c.problem(list.key, "%s[%d] is empty; write a column name", list.key, j)
@@ -298,6 +298,11 @@ func (c *Config) validateRule(i int) error {
 			if slices.Contains(list.names[:j], n) {
 				return c.problem(list.key, "%s lists %q twice; list it once", list.key, n)
 			}
+		}
+	}
+	for _, k := range r.KeyColumns {
+		if slices.Contains(col.Exclude, k) || (len(col.Include) > 0 && !slices.Contains(col.Include, k)) {
+			return c.problem(p+".key_columns", "%s.key_columns names %q, which %s.columns leaves out; key columns must be replicated", p, k, p)
 		}
 	}
 	key := p + ".columns.rename"

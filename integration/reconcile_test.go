@@ -33,11 +33,17 @@ var reconcilerBin = sync.OnceValues(func() (string, error) {
 // reconcile runs `reconciler run --output json` with the test's configuration and returns its report.
 func (e *env) reconcile(args ...string) *reconcile.Report {
 	e.t.Helper()
+	return e.reconcileWith("../config.example.yaml", args...)
+}
+
+// reconcileWith is reconcile with another configuration file.
+func (e *env) reconcileWith(config string, args ...string) *reconcile.Report {
+	e.t.Helper()
 	bin, err := reconcilerBin()
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	cmd := exec.Command(bin, append([]string{"run", "--config", "../config.example.yaml", "--output", "json"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"run", "--config", config, "--output", "json"}, args...)...)
 	cmd.Env = append(os.Environ(), e.environ()...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/binlogsync/binlogsync/change"
@@ -73,7 +74,17 @@ func loadTable(ctx context.Context, sdb *sql.DB, db, name string, opts TableOpti
 		return nil, err
 	}
 	if len(ts.PK) == 0 {
-		return nil, fmt.Errorf("%w: %s.%s has no primary key", ErrUnsupported, db, name)
+		if opts.Columns == nil || len(opts.Columns.KeyColumns) == 0 {
+			return nil, fmt.Errorf("%w: %s.%s has no primary key (the stream skips it too; "+
+				"tables.rules[].key_columns names a unique key to use instead)", ErrUnsupported, db, name)
+		}
+		for _, k := range opts.Columns.KeyColumns {
+			i := slices.IndexFunc(ts.Columns, func(c source.SchemaColumn) bool { return c.Name == k })
+			if i < 0 {
+				return nil, fmt.Errorf("tables.rules[].key_columns of %s.%s names %q, which the table does not have", db, name, k)
+			}
+			ts.PK = append(ts.PK, i)
+		}
 	}
 	tb := &table{t: &change.Table{DB: db, Name: name}, opts: opts, quoted: quoteIdent(db) + "." + quoteIdent(name)}
 	rule := opts.Columns

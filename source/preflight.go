@@ -52,6 +52,11 @@ type PreflightOptions struct {
 	// Tables are the tables.include globs ("db.table", path.Match syntax) that
 	// the connected user needs SELECT on. Empty means every table ("*.*").
 	Tables []string
+	// Selected reports whether db.table is replicated; with it, Preflight
+	// checks the selected tables that have no primary key against KeyColumns
+	// (nil: no configured key columns).
+	Selected   func(db, table string) bool
+	KeyColumns func(db, table string) []string
 }
 
 // DetectFlavor tells MySQL from MariaDB by VERSION() and @@version_comment.
@@ -116,7 +121,117 @@ func Preflight(ctx context.Context, db *sql.DB, opts PreflightOptions) ([]Proble
 	if err != nil {
 		return nil, err
 	}
-	return append(problems, p...), nil
+	problems = append(problems, p...)
+	if opts.Selected != nil {
+		problems = append(problems, checkKeys(ctx, db, opts)...)
+	}
+	return problems, nil
+}
+
+// checkKeys finds the selected tables without a primary key. Without configured key columns such a table is
+// skipped (a warning); configured key columns must be exactly the columns of a unique key, all NOT NULL, or two
+// rows could share a Redis key (fatal).
+func checkKeys(ctx context.Context, db *sql.DB, opts PreflightOptions) []Problem {
+	rows, err := queryStrings(ctx, db, `SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t
+		WHERE t.TABLE_TYPE = 'BASE TABLE' AND t.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+		AND NOT EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA
+			AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+		ORDER BY 1, 2`)
+	if err != nil {
+		return []Problem{{Setting: "the primary-key check", Found: "not possible (" + err.Error() + ")",
+			Fix: "tables without a primary key will be skipped when their changes arrive"}}
+	}
+	var out []Problem
+	for _, r := range rows {
+		schema, table := r[0], r[1]
+		if !opts.Selected(schema, table) {
+			continue
+		}
+		name := schema + "." + table
+		var keys []string
+		if opts.KeyColumns != nil {
+			keys = opts.KeyColumns(schema, table)
+		}
+		if len(keys) == 0 {
+			out = append(out, Problem{Setting: "table " + name, Found: "without a primary key",
+				Fix: "its changes are skipped; to replicate it set tables.rules[].key_columns to the columns of a " +
+					"NOT NULL unique key, or leave it out with tables.exclude"})
+			continue
+		}
+		if msg := checkUniqueKey(ctx, db, schema, table, keys); msg != "" {
+			out = append(out, Problem{Setting: "tables.rules[].key_columns of " + name, Found: fmt.Sprintf("%q", keys),
+				Fix: msg, Fatal: true})
+		}
+	}
+	return out
+}
+
+// checkUniqueKey returns what is wrong with keys as the row identity of schema.table, or "".
+func checkUniqueKey(ctx context.Context, db *sql.DB, schema, table string, keys []string) string {
+	cols, err := queryStrings(ctx, db, `SELECT COLUMN_NAME, IS_NULLABLE FROM information_schema.COLUMNS
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, schema, table)
+	if err != nil {
+		return "reading the table's columns failed: " + err.Error()
+	}
+	nullable := map[string]bool{}
+	for _, c := range cols {
+		nullable[c[0]] = c[1] == "YES"
+	}
+	for _, k := range keys {
+		n, ok := nullable[k]
+		switch {
+		case !ok:
+			return fmt.Sprintf("the table has no column %q; name the columns of a NOT NULL unique key", k)
+		case n:
+			return fmt.Sprintf("column %q allows NULL, and a row with NULL there has no key; make it NOT NULL "+
+				"or name other columns", k)
+		}
+	}
+	idx, err := queryStrings(ctx, db, `SELECT INDEX_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY COLUMN_NAME SEPARATOR ',')
+		FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
+		AND NON_UNIQUE = 0 AND SUB_PART IS NULL GROUP BY INDEX_NAME`, schema, table)
+	if err != nil {
+		return "reading the table's indexes failed: " + err.Error()
+	}
+	want := slices.Clone(keys)
+	slices.Sort(want)
+	for _, r := range idx {
+		if r[1] == strings.Join(want, ",") {
+			return ""
+		}
+	}
+	return "no unique index covers exactly these columns, so two rows could share a Redis key; " +
+		"add one (ALTER TABLE ... ADD UNIQUE KEY (...)) or name the columns of an existing one"
+}
+
+// queryStrings runs q and returns its rows as text (NULL as "").
+func queryStrings(ctx context.Context, db *sql.DB, q string, args ...any) ([][]string, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	var out [][]string
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		row := make([]string, len(cols))
+		for i, v := range vals {
+			row[i] = v.String
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
 }
 
 // globalVariables reads the named global variables; those the server does not

@@ -203,7 +203,7 @@ func unescape(c byte) byte {
 // otherwise from fallback, which may be nil when the table map is complete.
 // Fallback columns are only used after checking that their number and types
 // agree with the table map, so names are never misaligned. A table without a
-// primary key yields an error wrapping ErrNoPrimaryKey.
+// primary key yields its columns and an error wrapping ErrNoPrimaryKey.
 func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols []Column, pk []int, err error) {
 	name := string(tm.Schema) + "." + string(tm.Table)
 	n := int(tm.ColumnCount)
@@ -320,7 +320,7 @@ func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols 
 		pk = append(pk, fallback.PK...)
 	}
 	if len(pk) == 0 {
-		return nil, nil, fmt.Errorf("resolving columns of %s: %w", name, ErrNoPrimaryKey)
+		return cols, nil, fmt.Errorf("resolving columns of %s: %w", name, ErrNoPrimaryKey)
 	}
 	return cols, pk, nil
 }

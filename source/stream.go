@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +29,9 @@ type ColumnRule struct {
 	Include []string // when set, only these columns (primary-key columns must be among them)
 	Exclude []string
 	Rename  map[string]string // source name -> field name
+	// KeyColumns name the columns of a NOT NULL unique key that identify the rows of a table without a
+	// primary key (tables.rules[].key_columns); without them such a table is skipped with a warning.
+	KeyColumns []string
 }
 
 // Config is what a Source needs.
@@ -553,13 +557,23 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 				"binlog_row_metadata=FULL avoids this look-up): %w", db, name, err)
 		}
 	}
-	cols, pk, err := ResolveColumns(e, fallback)
-	if err != nil {
-		return permanent(fmt.Errorf("reading the table map of %s.%s at %s:%d: %w", db, name, st.file, st.pos, err))
-	}
 	var rule *ColumnRule
 	if st.s.cfg.Columns != nil {
 		rule = st.s.cfg.Columns(db, name)
+	}
+	cols, pk, err := ResolveColumns(e, fallback)
+	if errors.Is(err, ErrNoPrimaryKey) {
+		if rule == nil || len(rule.KeyColumns) == 0 {
+			ts.skip = true
+			st.s.log.Warn("skipping the changes of a table without a primary key; set tables.rules[].key_columns "+
+				"to the columns of a NOT NULL unique key to replicate it, or leave it out with tables.exclude",
+				slog.String("table", db+"."+name), slog.String("file", st.file), slog.Uint64("pos", uint64(st.pos)))
+			return nil
+		}
+		pk, err = keyColumns(db, name, cols, rule.KeyColumns)
+	}
+	if err != nil {
+		return permanent(fmt.Errorf("reading the table map of %s.%s at %s:%d: %w", db, name, st.file, st.pos, err))
 	}
 	table, keep, err := project(db, name, cols, pk, rule)
 	if err != nil {
@@ -567,6 +581,20 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 	}
 	ts.cols, ts.keep, ts.table = cols, keep, table
 	return nil
+}
+
+// keyColumns returns the indexes in cols of a table's configured key columns.
+func keyColumns(db, name string, cols []Column, names []string) ([]int, error) {
+	pk := make([]int, 0, len(names))
+	for _, n := range names {
+		i := slices.IndexFunc(cols, func(c Column) bool { return c.Name == n })
+		if i < 0 {
+			return nil, fmt.Errorf("tables.rules[].key_columns of %s.%s names %q, which the table does not have; "+
+				"name the columns of a NOT NULL unique key", db, name, n)
+		}
+		pk = append(pk, i)
+	}
+	return pk, nil
 }
 
 // project applies a column rule: which source columns become which fields.
@@ -685,6 +713,17 @@ func (st *stream) rows(ctx context.Context, et replication.EventType, e *replica
 		}
 		if err != nil {
 			return permanent(fmt.Errorf("rendering a row of %s.%s at %s:%d: %w", ts.schema, ts.name, st.file, st.pos, err))
+		}
+		if row := c.After; row != nil || c.Before != nil {
+			if row == nil {
+				row = c.Before
+			}
+			for _, k := range ts.table.PK {
+				if row[k] == nil {
+					return permanent(fmt.Errorf("%s.%s: a row at %s:%d has NULL in key column %s; key columns "+
+						"(tables.rules[].key_columns) must be NOT NULL", ts.schema, ts.name, st.file, st.pos, ts.table.Columns[k]))
+				}
+			}
 		}
 		st.seq++
 		c.Version = change.Version{Epoch: st.s.cfg.Epoch, File: st.txFile, Pos: st.txStart, Seq: st.seq}
