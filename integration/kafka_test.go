@@ -288,6 +288,16 @@ func (p *proxy) cut() {
 	clear(p.conns)
 }
 
+// dropConns closes every proxied connection but keeps listening.
+func (p *proxy) dropConns() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
 func (p *proxy) restore() {
 	p.t.Helper()
 	ln, err := net.Listen("tcp", p.addr)
@@ -309,6 +319,14 @@ type advertised struct {
 func (a advertised) Addr() net.Addr { return a.addr }
 
 func TestKafkaBrokerUnreachable10s(t *testing.T) {
+	// refused: nothing listens. closed: connections are accepted and closed at
+	// once, so clients read EOF (kafka-go hands that to the reader as io.EOF).
+	for _, mode := range []string{"refused", "closed"} {
+		t.Run(mode, func(t *testing.T) { kafkaBrokerOutage(t, mode) })
+	}
+}
+
+func kafkaBrokerOutage(t *testing.T, mode string) {
 	e := sharedEnv(t)
 	px := newProxy(t)
 	proxyAddr, _ := net.ResolveTCPAddr("tcp", px.addr)
@@ -325,19 +343,33 @@ func TestKafkaBrokerUnreachable10s(t *testing.T) {
 	if brokers[0] != px.addr {
 		t.Fatalf("kfake advertises %s, not the proxy %s", brokers[0], px.addr)
 	}
-	e.kafkaEnv(brokers, "bs-outage")
+	e.kafkaEnv(brokers, "bs-outage-"+mode)
 	e.exec(usersDDL)
 	src := e.startRole("source")
 	snk := e.startRole("sink")
 	load := startLoad(e, 2)
 	time.Sleep(2 * time.Second)
-	px.cut()
+	var target string
+	if mode == "closed" {
+		px.mu.Lock()
+		target, px.target = px.target, "127.0.0.1:1" // nothing there: the proxy closes what it accepts
+		px.mu.Unlock()
+		px.dropConns()
+	} else {
+		px.cut()
+	}
 	t.Log("kafka unreachable")
 	waiting := 0.0
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
 		waiting = max(waiting, src.metric(t, "binlogsync_kafka_unacknowledged_messages"))
 	}
-	px.restore()
+	if mode == "closed" {
+		px.mu.Lock()
+		px.target = target
+		px.mu.Unlock()
+	} else {
+		px.restore()
+	}
 	t.Log("kafka back")
 	time.Sleep(2 * time.Second)
 	txs := load.finish(t)

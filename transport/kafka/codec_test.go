@@ -200,3 +200,94 @@ func BenchmarkDecode(b *testing.B) {
 		}
 	}
 }
+
+// narrowInsert is a row of the benchmarks' narrow table.
+func narrowInsert() change.Change {
+	t := &change.Table{DB: "bench", Name: "narrow", Columns: []string{"id", "name", "qty", "price", "updated"}, PK: []int{0}}
+	return change.Change{Op: change.Insert, Table: t,
+		After:   change.Row{[]byte("123456"), []byte("name-123456"), []byte("17"), []byte("12.50"), []byte("2024-05-01 10:00:00")},
+		Version: change.Version{File: 1, Pos: 4000, Seq: 17}, CommitTime: time.Date(2024, 5, 1, 10, 0, 0, 0, time.UTC)}
+}
+
+func BenchmarkDecodeNarrowInsert(b *testing.B) {
+	c := narrowInsert()
+	msg, _ := Encode(nil, &c, Source{File: "mysql-bin.000001", Pos: 4000, GTIDSet: "0-1-11", Server: "mariadb-server-id:1"})
+	d := NewDecoder()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if _, _, err := d.Decode(msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestDecodeAnyJSONLayout checks that the decoder reads the format, not the
+// encoder's byte layout: members in another order, white space, escapes
+// where none are needed, unknown members and nulls for absent members.
+func TestDecodeAnyJSONLayout(t *testing.T) {
+	want := sampleChange()
+	msg := ` { "after" : {"note":"","blob":{ "b64" : "" },"id":"\u0034\u0032","name":"ann \"the\" <x>\n\u2028\u00e9"},
+	  "extra": [1, -2.5e3, {"x": [true, false, null]}, "s"], "commit_time":"2024-05-01T12:00:00+02:00",
+	  "before": {"id":"42","name":"ann","blob":{"b64":"AP9h"},"note":null},
+	  "version":"0001000000030000012A00000002", "source": {"epoch": 1, "pos": 298, "file": "f\/1", "x": {}},
+	  "pk_values": ["42"], "pk": ["id"], "columns": ["id", "name", "blob", "note"],
+	  "table": "users", "db": "shop", "op": "update", "format": 1 } `
+	d := NewDecoder()
+	got, src, err := d.Decode([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertSame(t, want, got)
+	if src.File != "f/1" || src.Pos != 298 || src.GTIDSet != "" {
+		t.Errorf("source = %+v", src)
+	}
+	// Surrogate pairs and lone surrogates, as encoding/json reads them.
+	emoji := strings.Replace(msg, `"ann"`, `"\ud83d\ude00\ud800x"`, 1)
+	got, _, err = d.Decode([]byte(emoji))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(got.Before[1]); s != "\U0001F600\uFFFDx" {
+		t.Errorf("surrogates decoded to %q", s)
+	}
+}
+
+func TestDecodeRefusesMalformed(t *testing.T) {
+	c := sampleChange()
+	good, err := Encode(nil, &c, Source{File: "mysql-bin.000003", Pos: 298})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := string(good)
+	cases := map[string]string{
+		"trailing data":       g + "x",
+		"trailing comma":      strings.Replace(g, `"pk":["id"]`, `"pk":["id",]`, 1),
+		"duplicate member":    strings.Replace(g, `"op":"update"`, `"op":"update","op":"update"`, 1),
+		"duplicate column":    strings.Replace(g, `"note":""}`, `"note":"","note":""}`, 1),
+		"unknown column":      strings.Replace(g, `"note":""}`, `"note":"","zz":""}`, 1),
+		"b64 extra member":    strings.Replace(g, `{"b64":"AP9h"}`, `{"b64":"AP9h","x":1}`, 1),
+		"b64 not string":      strings.Replace(g, `{"b64":"AP9h"}`, `{"b64":null}`, 1),
+		"empty b64 object":    strings.Replace(g, `{"b64":"AP9h"}`, `{}`, 1),
+		"control character":   strings.Replace(g, `"ann"`, "\"a\x01n\"", 1),
+		"invalid UTF-8":       strings.Replace(g, `"ann"`, "\"a\xffn\"", 1),
+		"bad escape":          strings.Replace(g, `"ann"`, `"a\qn"`, 1),
+		"format not integer":  strings.Replace(g, `"format":1`, `"format":1.0`, 1),
+		"pos out of range":    strings.Replace(g, `"pos":298`, `"pos":4294967296`, 1),
+		"epoch differs":       strings.Replace(g, `"epoch":1`, `"epoch":2`, 1),
+		"truncated":           g[:len(g)-10],
+		"unterminated string": g[:strings.Index(g, `"ann"`)+3],
+		"deep nesting":        strings.Replace(g, `"format":1`, `"x":`+strings.Repeat("[", 1000)+strings.Repeat("]", 1000)+`,"format":1`, 1),
+	}
+	d := NewDecoder()
+	for name, msg := range cases {
+		if msg == g {
+			t.Fatalf("%s: the case did not change the message", name)
+		}
+		if _, _, err := d.Decode([]byte(msg)); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+	if _, _, err := d.Decode(good); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -242,7 +243,71 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(c.cfg.ShutdownTimeout, cancelApply) })
 	defer stopTimer()
 
-	batch := make([]kafkago.Message, 0, c.cfg.MaxBatch)
+	// Three stages overlap: the fetcher takes messages from the reader and
+	// decodes them, this goroutine applies one batch at a time in fetch order,
+	// and the committer commits the newest applied offset of each partition
+	// while the next batch is applied. At most one decoded batch waits
+	// between fetcher and applier, so memory stays bounded (about four
+	// batches with the reader's queue).
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	batches := make(chan *fetched, 1)
+	fetchErr := make(chan error, 1)
+	go func() {
+		defer close(batches)
+		fetchErr <- c.fetchLoop(fetchCtx, r, topics, batches)
+	}()
+	cm := newCommitter(r.CommitMessages, c.cfg.Log, c.cfg.Metrics)
+	go cm.run(applyCtx)
+
+	var err error
+	for b := range batches {
+		if ctx.Err() != nil {
+			break // stopping: only the batch being applied is finished
+		}
+		if b.idle {
+			c.idle()
+			continue
+		}
+		if err = c.handle(applyCtx, b); err != nil {
+			break
+		}
+		cm.add(b.msgs)
+	}
+	stopFetch()
+	for range batches { // the fetcher returns once it sees its ctx ended
+	}
+	ferr := <-fetchErr
+	// The last commit gets ShutdownTimeout, however the loop ended (a commit
+	// waits while the group rebalances).
+	commitTimer := time.AfterFunc(c.cfg.ShutdownTimeout, cancelApply)
+	defer commitTimer.Stop()
+	if cerr := cm.close(); cerr != nil {
+		c.cfg.Log.Warn("the last offset commit did not finish; the partitions' next owner applies the "+
+			"uncommitted messages again", slog.String("error", cerr.Error()))
+	}
+	switch {
+	case err != nil:
+		return err
+	case ctx.Err() != nil:
+		return nil
+	}
+	return ferr
+}
+
+// fetched is one batch on its way from the fetcher to the applier.
+type fetched struct {
+	idle      bool // no message for a second: every partition read is caught up
+	msgs      []kafkago.Message
+	changes   []change.Change
+	dead      []kafkago.Message // dead letters for the undecodable ones
+	eventTime time.Time         // the newest commit time of changes
+}
+
+// fetchLoop takes batches of up to MaxBatch messages from r, decodes them
+// and sends them to out, until ctx ends (nil), the topics changed
+// (errTopicsChanged) or the reader closed.
+func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []string, out chan<- *fetched) error {
 	lastTopicCheck := time.Now()
 	var lastErrLog time.Time
 	for {
@@ -259,12 +324,28 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 		switch {
 		case err == nil:
 		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
-			c.idle()
+			select {
+			case out <- &fetched{idle: true}:
+			default: // the applier is busy, so not idle
+			}
 			continue
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, io.EOF):
-			return fmt.Errorf("the kafka reader closed: %w", err)
+			// Only this consumer closes the reader, after this loop; an EOF
+			// here is a broker that accepted a connection and closed it
+			// (kafka-go passes such group errors through FetchMessage).
+			// Retry like any other fetch error, without spinning.
+			if time.Since(lastErrLog) > 5*time.Second {
+				c.cfg.Log.Warn("a kafka connection was closed by the broker; retrying", slog.String("error", err.Error()))
+				lastErrLog = time.Now()
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(200 * time.Millisecond):
+			}
+			continue
 		default:
 			if time.Since(lastErrLog) > 5*time.Second {
 				c.cfg.Log.Warn("reading from kafka failed; retrying", slog.String("error", err.Error()))
@@ -272,22 +353,25 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 			}
 			continue
 		}
-		batch = append(batch[:0], m)
+		b := &fetched{msgs: make([]kafkago.Message, 1, c.cfg.MaxBatch)}
+		b.msgs[0] = m
 		// Take what else is already fetched, up to MaxBatch, waiting at
 		// most 1ms: big batches when backlogged, no delay when idle.
 		gctx, cancel := context.WithTimeout(ctx, time.Millisecond)
-		for len(batch) < c.cfg.MaxBatch {
+		for len(b.msgs) < c.cfg.MaxBatch {
 			m, err := r.FetchMessage(gctx)
 			if err != nil {
 				break
 			}
-			batch = append(batch, m)
+			b.msgs = append(b.msgs, m)
 		}
 		cancel()
-		if err := c.handle(applyCtx, r, batch); err != nil {
-			return err
+		c.decode(b)
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return nil
 		}
-		clear(batch)
 	}
 }
 
@@ -313,16 +397,14 @@ func (c *Consumer) idle() {
 	c.cfg.Pipeline.Applied(time.Now())
 }
 
-// handle decodes, applies, dead-letters and commits one batch.
-func (c *Consumer) handle(ctx context.Context, r *kafkago.Reader, batch []kafkago.Message) error {
-	changes := make([]change.Change, 0, len(batch))
-	var dead []kafkago.Message
-	var eventTime time.Time
-	for i := range batch {
-		m := &batch[i]
+// decode fills b.changes and b.dead from b.msgs.
+func (c *Consumer) decode(b *fetched) {
+	b.changes = make([]change.Change, 0, len(b.msgs))
+	for i := range b.msgs {
+		m := &b.msgs[i]
 		ch, _, err := c.dec.Decode(m.Value)
 		if err != nil {
-			dead = append(dead, kafkago.Message{Key: m.Key, Value: m.Value, Headers: []kafkago.Header{
+			b.dead = append(b.dead, kafkago.Message{Key: m.Key, Value: m.Value, Headers: []kafkago.Header{
 				{Key: HeaderError, Value: []byte(err.Error())},
 				{Key: HeaderTopic, Value: []byte(m.Topic)},
 				{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(m.Partition), 10)},
@@ -333,80 +415,172 @@ func (c *Consumer) handle(ctx context.Context, r *kafkago.Reader, batch []kafkag
 				slog.String("reason", err.Error()), slog.String("dead_letter_topic", c.cfg.DeadLetterTopic))
 			continue
 		}
-		if ch.CommitTime.After(eventTime) {
-			eventTime = ch.CommitTime
+		if ch.CommitTime.After(b.eventTime) {
+			b.eventTime = ch.CommitTime
 		}
-		changes = append(changes, ch)
+		b.changes = append(b.changes, ch)
 	}
-	if len(changes) > 0 {
+}
+
+// handle applies and dead-letters one decoded batch; its offsets may be
+// committed once it returns nil.
+func (c *Consumer) handle(ctx context.Context, b *fetched) error {
+	if len(b.changes) > 0 {
 		start := time.Now()
-		st, err := c.apply.Apply(ctx, changes)
+		st, err := c.apply.Apply(ctx, b.changes)
 		if err != nil {
 			if c.cfg.Pipeline != nil && !errors.Is(err, context.Canceled) {
 				c.cfg.Pipeline.Errors.WithLabelValues("sink").Inc()
 			}
-			return fmt.Errorf("applying %d changes to Redis: %w", len(changes), err)
+			return fmt.Errorf("applying %d changes to Redis: %w", len(b.changes), err)
 		}
 		if pm := c.cfg.Pipeline; pm != nil {
 			pm.ApplyDuration.Observe(time.Since(start).Seconds())
 			pm.Batches.Inc()
-			pm.BatchRows.Observe(float64(len(changes)))
+			pm.BatchRows.Observe(float64(len(b.changes)))
 			pm.RowsSkipped.Add(float64(st.Skipped))
 			pm.RedisRetries.Add(float64(st.Retries))
-			pm.ObserveApplied(changes)
-			pm.Applied(eventTime)
+			pm.ObserveApplied(b.changes)
+			pm.Applied(b.eventTime)
 		}
 	}
-	if len(dead) > 0 {
-		if err := c.deadLetter(ctx, dead); err != nil {
+	if len(b.dead) > 0 {
+		if err := c.deadLetter(ctx, b.dead); err != nil {
 			return err
 		}
-	}
-	// Commit the newest offset of each partition.
-	last := map[string]map[int]kafkago.Message{}
-	for _, m := range batch {
-		ps := last[m.Topic]
-		if ps == nil {
-			ps = map[int]kafkago.Message{}
-			last[m.Topic] = ps
-		}
-		if prev, ok := ps[m.Partition]; !ok || m.Offset > prev.Offset {
-			ps[m.Partition] = m
-		}
-	}
-	commits := make([]kafkago.Message, 0, len(last))
-	for _, ps := range last {
-		for _, m := range ps {
-			commits = append(commits, m)
-		}
-	}
-	if err := r.CommitMessages(ctx, commits...); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 		if c.cfg.Metrics != nil {
-			c.cfg.Metrics.CommitErrors.Inc()
+			c.cfg.Metrics.DeadLetters.Add(float64(len(b.dead)))
 		}
-		c.cfg.Log.Warn("committing kafka offsets failed (a rebalance?); the partitions' next owner applies "+
-			"these messages again, which the version fence makes harmless", slog.String("error", err.Error()))
 	}
-	for _, m := range commits {
-		lag := max(0, m.HighWaterMark-m.Offset-1)
-		ps := c.lags[m.Topic]
+	// The lag after the newest message of each partition (a partition's
+	// messages come in offset order).
+	lags := map[topicPartition]int64{}
+	for i := range b.msgs {
+		m := &b.msgs[i]
+		lags[topicPartition{m.Topic, m.Partition}] = max(0, m.HighWaterMark-m.Offset-1)
+	}
+	for tp, lag := range lags {
+		ps := c.lags[tp.topic]
 		if ps == nil {
 			ps = map[int]int64{}
-			c.lags[m.Topic] = ps
+			c.lags[tp.topic] = ps
 		}
-		ps[m.Partition] = lag
+		ps[tp.partition] = lag
 		if c.cfg.Metrics != nil {
-			c.cfg.Metrics.ConsumerLag.WithLabelValues(m.Topic, strconv.Itoa(m.Partition)).Set(float64(lag))
+			c.cfg.Metrics.ConsumerLag.WithLabelValues(tp.topic, strconv.Itoa(tp.partition)).Set(float64(lag))
 		}
-	}
-	if c.cfg.Metrics != nil {
-		c.cfg.Metrics.Consumed.Add(float64(len(batch)))
-		c.cfg.Metrics.DeadLetters.Add(float64(len(dead)))
 	}
 	return nil
+}
+
+// topicPartition names a partition.
+type topicPartition struct {
+	topic     string
+	partition int
+}
+
+// committer commits offsets in the background: the applier adds the
+// messages of each applied batch, and the committer commits the newest
+// offset of every partition, coalescing whatever was added while the
+// previous commit was in flight. Offsets are only added after their
+// messages were applied, and a partition's offset never moves back (a
+// replayed older message after a rebalance is not committed again), so a
+// commit never covers a message that is not in Redis.
+type committer struct {
+	commit  func(context.Context, ...kafkago.Message) error
+	log     *slog.Logger
+	metrics *metrics.Kafka
+
+	mu      sync.Mutex
+	pending map[topicPartition]kafkago.Message
+	high    map[topicPartition]int64 // the newest offset ever added
+	count   int                      // messages added since the last commit
+
+	kick chan struct{} // capacity 1: there is something to commit
+	stop chan struct{} // closed by close: commit what is pending and return
+	done chan struct{}
+	err  error // the context error that stopped a final commit
+}
+
+func newCommitter(commit func(context.Context, ...kafkago.Message) error, log *slog.Logger, m *metrics.Kafka) *committer {
+	return &committer{commit: commit, log: log, metrics: m, pending: map[topicPartition]kafkago.Message{},
+		high: map[topicPartition]int64{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// add records applied messages (a partition's in offset order).
+func (cm *committer) add(msgs []kafkago.Message) {
+	if len(msgs) == 0 {
+		return
+	}
+	cm.mu.Lock()
+	for i := range msgs {
+		m := &msgs[i]
+		tp := topicPartition{m.Topic, m.Partition}
+		if high, ok := cm.high[tp]; !ok || m.Offset > high {
+			cm.high[tp] = m.Offset
+			cm.pending[tp] = kafkago.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
+		}
+	}
+	cm.count += len(msgs)
+	cm.mu.Unlock()
+	select {
+	case cm.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run commits until close is called, then commits what is pending (within
+// ctx) and returns.
+func (cm *committer) run(ctx context.Context) {
+	defer close(cm.done)
+	for {
+		select {
+		case <-cm.kick:
+			cm.flush(ctx)
+		case <-cm.stop:
+			cm.flush(ctx)
+			return
+		}
+	}
+}
+
+// close stops run after a last commit and returns the context error that
+// cut a commit short, if any.
+func (cm *committer) close() error {
+	close(cm.stop)
+	<-cm.done
+	return cm.err
+}
+
+func (cm *committer) flush(ctx context.Context) {
+	cm.mu.Lock()
+	if len(cm.pending) == 0 {
+		cm.mu.Unlock()
+		return
+	}
+	msgs := make([]kafkago.Message, 0, len(cm.pending))
+	for _, m := range cm.pending {
+		msgs = append(msgs, m)
+	}
+	n := cm.count
+	clear(cm.pending)
+	cm.count = 0
+	cm.mu.Unlock()
+	if err := cm.commit(ctx, msgs...); err != nil {
+		if ctx.Err() != nil {
+			cm.err = ctx.Err()
+			return
+		}
+		if cm.metrics != nil {
+			cm.metrics.CommitErrors.Inc()
+		}
+		cm.log.Warn("committing kafka offsets failed (a rebalance?); the partitions' next owner applies "+
+			"these messages again, which the version fence makes harmless", slog.String("error", err.Error()))
+	}
+	if cm.metrics != nil {
+		cm.metrics.Consumed.Add(float64(n))
+	}
 }
 
 // deadLetter writes msgs to the dead-letter topic, retrying until Kafka

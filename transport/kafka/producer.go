@@ -146,7 +146,10 @@ type ProducerConfig struct {
 	// checkpoint mean "durable in Kafka".
 	RequiredAcks string
 	// MaxInFlight bounds the messages handed to Kafka and not yet
-	// acknowledged (default 65536); the source waits beyond it.
+	// acknowledged (default 16384); the source waits beyond it. At the
+	// publish rates of one source (tens of thousands of messages per second,
+	// acknowledged within milliseconds) a few thousand are in flight, so a
+	// larger window only holds more memory while the brokers are away.
 	MaxInFlight int
 }
 
@@ -168,7 +171,7 @@ type Producer struct {
 func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	cfg.defaults()
 	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 65536
+		cfg.MaxInFlight = 16384
 	}
 	if cfg.BatchTimeout <= 0 {
 		cfg.BatchTimeout = 2 * time.Millisecond
