@@ -10,10 +10,10 @@ import "github.com/redis/go-redis/v9"
 // columns n, [5..4+n] the field names in column order, [5+n..4+2n] the column kinds ("n" numeric, "f" FLOAT, "s"
 // other).
 //
-// It returns {count, xor of the high 32 bits, xor of the low 32 bits, per-key hashes, probe hits...}: count and
-// xor over the row keys that exist; per-key hashes is one string of 9 bytes per row key, a status byte ("+" a row,
-// "-" no key, "E" not a row of this format) then the 8 bytes of the row's hash; probe hits are the 1-based
-// indexes (among the probe keys) of the probe keys that exist.
+// It returns {per-key hashes, probe hits...}: per-key hashes is one string of 17 bytes per row key, a status byte
+// ("+" a row, "-" no key, "E" not a row of this format) then the row's hash in 16 hex digits; probe hits are the
+// 1-based indexes (among the probe keys) of the probe keys that exist. The caller computes the range's count and
+// XOR from the hashes (the script keeps to string work: every number conversion in Lua costs an interned string).
 //
 // A row's hash is the first 16 hex digits of SHA1 over its columns joined with ',', each "-" when the field is
 // absent, else the value for numeric columns and "<length>:<bytes>" for the others, then "!" when the row holds
@@ -97,47 +97,58 @@ local function unb64(s)
   return table.concat(out)
 end
 
-local parts = {}
+-- The pieces of a row are collected in one table and joined once: every Lua string is interned, so building
+-- "<length>:<bytes>" per column would hash each value again.
+local parts, tconcat, sha1 = {}, table.concat, redis.sha1hex
 local function rowhash(r, extra)
+  local n = 0
   for i = 1, ncols do
+    if i > 1 then n = n + 1; parts[n] = ',' end
     local v = r[i]
     if not v then
-      parts[i] = '-'
+      n = n + 1; parts[n] = '-'
     else
       local k = kinds[i]
-      if k == 's' then parts[i] = #v .. ':' .. v
-      elseif k == 'f' then parts[i] = canonf(v)
-      else parts[i] = v end
+      if k == 's' then
+        parts[n + 1] = #v; parts[n + 2] = ':'; parts[n + 3] = v; n = n + 3
+      elseif k == 'f' then
+        n = n + 1; parts[n] = canonf(v)
+      else
+        n = n + 1; parts[n] = v
+      end
     end
   end
-  local s = table.concat(parts, ',', 1, ncols)
-  if extra then s = s .. '!' end
-  return ssub(redis.sha1hex(s), 1, 16)
+  if extra then n = n + 1; parts[n] = '!' end
+  return ssub(sha1(tconcat(parts, '', 1, n)), 1, 16)
 end
 
 -- hash returns the row's hash (16 hex digits); nil when the key does not exist, false when it is not a row.
+-- HMGET of the columns plus HLEN costs Redis less than HGETALL (measured: 3.5 against 4 µs for 10 columns):
+-- most of a row's cost is turning the reply into Lua strings.
 local hmargs = {}
 for i = 1, ncols do hmargs[i] = cols[i] end
-hmargs[ncols + 1] = '_v'
-hmargs[ncols + 2] = '_h'
+hmargs[ncols + 1] = '_h'
 local function hash(key)
   if fmt == 'h' then
     if cache then
       local c = redis.pcall('HGET', key, '_h')
-      if type(c) == 'string' and #c == 24 and ssub(c, 1, 8) == sig then return ssub(c, 9) end
+      if type(c) == 'string' and #c == 24 and string.find(c, sig, 1, true) == 1 then return ssub(c, 9) end
       if type(c) == 'table' then return false end
     end
     local r = redis.pcall('HMGET', key, unpack(hmargs))
     if type(r) ~= 'table' or r.err then return false end
-    local n = 0
-    for i = 1, ncols + 2 do
+    local n = 1 -- _v
+    for i = 1, ncols + 1 do
       if r[i] then n = n + 1 end
     end
     local len = redis.call('HLEN', key)
     if len == 0 then return nil end
     -- more fields than the columns, _v and _h: a field that is not a column (or other metadata: a needless descent)
     local h = rowhash(r, len ~= n)
-    if r[ncols + 2] ~= sig .. h then redis.pcall('HSET', key, '_h', sig .. h) end
+    local cached = r[ncols + 1]
+    if not (cached and #cached == 24 and ssub(cached, 9) == h and string.find(cached, sig, 1, true) == 1) then
+      redis.pcall('HSET', key, '_h', sig .. h)
+    end
     return h
   end
   local s = redis.pcall('GET', key)
@@ -162,25 +173,18 @@ local function hash(key)
   return rowhash(r, extra)
 end
 
-local count, xh, xl = 0, 0, 0
-local packed = {}
+local packed, np = {}, 0
 for i = 1, nrows do
   local h = hash(KEYS[i])
   if h == nil then
-    packed[i] = '-\0\0\0\0\0\0\0\0'
+    packed[np + 1] = '-0000000000000000'; np = np + 1
   elseif h == false then
-    packed[i] = 'E\0\0\0\0\0\0\0\0'
-    count = count + 1
-    xh = bit.bxor(xh, 0x5bad)
+    packed[np + 1] = 'E0000000000000000'; np = np + 1
   else
-    local hi, lo = tonum(ssub(h, 1, 8), 16), tonum(ssub(h, 9, 16), 16)
-    packed[i] = '+' .. struct.pack('>I4>I4', hi, lo)
-    count = count + 1
-    xh = bit.bxor(xh, hi)
-    xl = bit.bxor(xl, lo)
+    packed[np + 1] = '+'; packed[np + 2] = h; np = np + 2
   end
 end
-local res = {count, xh, xl, table.concat(packed)}
+local res = {tconcat(packed, '', 1, np)}
 for i = nrows + 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then res[#res + 1] = i - nrows end
 end
