@@ -55,7 +55,7 @@ if [ -e "$BENCH_OUT/steady.perf.data" ] && command -v perf >/dev/null; then
   echo "== perf profile of the binlogsync binary under the steady load (children = inclusive)"
   perf report -i "$BENCH_OUT/steady.perf.data" --stdio --children --sort symbol -g none 2>/dev/null |
     grep -E '^ +[0-9]' | grep -E 'binlogsync|go-mysql|go-redis|mallocgc|gcBgMarkWorker|bgscavenge|madvise|futex|sysmon|findRunnable' |
-    head -25 | awk '{printf "  %7s  %s\n", $1, $4}'
+    head -25 | awk '{printf "  %7s  %s\n", $1, $4}' || true # head closes the pipe early (SIGPIPE)
 fi
 echo
 echo "== summary"
