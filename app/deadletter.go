@@ -28,7 +28,10 @@ func RedisDeadLetter(rdb redis.UniversalClient, stream string, m *metrics.Metric
 			"table":   c.Table.FullName(),
 			"op":      c.Op.String(),
 			"version": c.Version.String(),
-			"reason":  reason.Error(),
+			// The binlog file's number (its name's suffix) and the start of the
+			// transaction, then the change's index in it.
+			"position": fmt.Sprintf("%06d:%d#%d", c.Version.File, c.Version.Pos, c.Version.Seq),
+			"reason":   reason.Error(),
 		}
 		var re *sink.RowError
 		if errors.As(reason, &re) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -487,7 +488,8 @@ func TestIntegrationPoisonRowGoesToDeadLetterStream(t *testing.T) {
 	}
 	v := entries[0].Values
 	if v["table"] != e.db+".users" || v["op"] != "insert" || !strings.Contains(fmt.Sprint(v["reason"]), "WRONGTYPE") ||
-		!strings.Contains(fmt.Sprint(v["pk"]), `"5"`) || len(fmt.Sprint(v["version"])) != change.VersionLen {
+		!strings.Contains(fmt.Sprint(v["pk"]), `"5"`) || len(fmt.Sprint(v["version"])) != change.VersionLen ||
+		!regexp.MustCompile(`^\d{6}:\d+#\d+$`).MatchString(fmt.Sprint(v["position"])) {
 		t.Fatalf("dead letter lacks table/op/reason/pk/version: %v", v)
 	}
 	if n := p.metric(t, "binlogsync_dead_letters_total"); n != 1 {
