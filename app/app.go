@@ -433,7 +433,7 @@ func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, m 
 			if r == nil {
 				return def, nil
 			}
-			return sink.TableOptions{Format: sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL}, nil
+			return sink.TableOptions{Format: sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL, KeyIndex: r.KeyIndex}, nil
 		},
 	})
 }

@@ -143,6 +143,7 @@ func newReconciler(cfg *config.Config, db *sql.DB, flavor string, rdb redis.Univ
 				Columns: &source.ColumnRule{Include: r.Columns.Include, Exclude: r.Columns.Exclude, Rename: r.Columns.Rename,
 					KeyColumns: r.KeyColumns},
 				Format: sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL, RestoreExpired: r.RestoreExpired,
+				KeyIndex: r.KeyIndex,
 			}
 		},
 		ChunkRows: cfg.Reconcile.ChunkRows, ChunkTarget: cfg.Reconcile.ChunkTarget,
@@ -163,7 +164,7 @@ func sinkTableOptions(cfg *config.Config) func(t *change.Table) (sink.TableOptio
 		if r == nil {
 			return def, nil
 		}
-		return sink.TableOptions{Format: sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL}, nil
+		return sink.TableOptions{Format: sinkFormat(r.Format), KeyTemplate: r.Key, TTL: r.TTL, KeyIndex: r.KeyIndex}, nil
 	}
 }
 

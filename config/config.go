@@ -236,6 +236,11 @@ type TableRule struct {
 	// NULL unique key that identify its rows (checked at start). Without them
 	// such a table is skipped with a warning. Default [].
 	KeyColumns []string `yaml:"key_columns"`
+	// KeyIndex makes the sink keep a set of the table's row keys per cluster
+	// slot (__bls:idx:...), so that the reconciler finds orphan keys (rows
+	// deleted behind the stream) of any primary-key type on every pass;
+	// without it only single-column integer keys are probed. Default false.
+	KeyIndex bool `yaml:"key_index"`
 	// RestoreExpired makes the reconciler write a missing key of a table with
 	// a TTL back instead of taking it for an expired one. Default false.
 	RestoreExpired bool `yaml:"restore_expired"`

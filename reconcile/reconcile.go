@@ -45,6 +45,9 @@ type TableOptions struct {
 	// RestoreExpired is set.
 	TTL            time.Duration
 	RestoreExpired bool
+	// KeyIndex says the sink keeps the table's key index (sink.TableOptions.KeyIndex): orphans of any primary-key
+	// type are then found through it on every pass.
+	KeyIndex bool
 }
 
 // Config is what a Reconciler needs. MySQL, DB, Flavor, Redis and Sink are required.

@@ -79,7 +79,7 @@ func (f *fixture) sink() *sink.Sink {
 	f.t.Helper()
 	s, err := sink.New(f.rdb, sink.Options{Table: func(t *change.Table) (sink.TableOptions, error) {
 		o := f.opts[t.Name]
-		return sink.TableOptions{Format: o.Format, KeyTemplate: o.KeyTemplate, TTL: o.TTL}, nil
+		return sink.TableOptions{Format: o.Format, KeyTemplate: o.KeyTemplate, TTL: o.TTL, KeyIndex: o.KeyIndex}, nil
 	}})
 	if err != nil {
 		f.t.Fatal(err)

@@ -48,7 +48,7 @@ type TableReport struct {
 	// Unsettled counts differences decided without waiting for the stream to reach the range's snapshot
 	// (stream stopped or too far behind): some may be lag rather than drift.
 	Unsettled int64 `json:"unsettled"`
-	// OrphanScan is the number of keys --scan-orphans looked at.
+	// OrphanScan is the number of keys --scan-orphans or the key index had looked up in MySQL.
 	OrphanScan int64 `json:"orphan_scan_keys,omitempty"`
 	MySQLBytes int64 `json:"mysql_bytes"`
 	RedisBytes int64 `json:"redis_bytes"`

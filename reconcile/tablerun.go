@@ -64,6 +64,7 @@ type tableRun struct {
 	doneUpTo [][]byte       // every row up to this key is reconciled
 	saved    time.Time      // when progress was last saved
 	stalled  bool           // the stream did not move during a whole settle wait: stop waiting for it
+	slotKeys []int64        // with a key index: row keys found in Redis, by slot
 
 	cbMu sync.Mutex // serializes opts.Progress calls
 }
@@ -152,6 +153,11 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 	}
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if tr.tb.opts.KeyIndex {
+		if err := tr.indexOrphans(ctx, fixer); err != nil {
+			return err
+		}
 	}
 	if tr.opts.ScanOrphans {
 		if err := tr.scanOrphans(ctx, fixer); err != nil {
@@ -329,6 +335,7 @@ func (tr *tableRun) compare(ctx context.Context, c *chunk) (bool, error) {
 		return false, err
 	}
 	c.redis = d
+	tr.countIndexed(c, d)
 	equal := d.count == c.count && d.xor == c.xor && len(d.hits) == 0
 	tr.mu.Lock()
 	tr.rep.Ranges++

@@ -222,3 +222,15 @@ func TombstoneKey(rowKey string) string {
 func tombstoneKey(rowKey string, slot int) string {
 	return TombstonePrefix + "{" + slotTags()[slot] + "}:" + rowKey
 }
+
+// IndexPrefix starts every key-index key.
+const IndexPrefix = "__bls:idx:"
+
+// IndexKey returns the key of the set that indexes the row keys of table (prefix = Options.Prefix) that live in
+// cluster slot slot: IndexPrefix + "{" + tag + "}:" + prefix + "db.table", with the tag of TombstoneKey, so that it
+// shares the slot of its members. The sink adds a row key when it creates the row and removes it when it deletes
+// the row; the reconciler reads the sets to find orphans (keys whose MySQL row is gone) without scanning the
+// keyspace. Every slot has its own set, on one Redis as on a cluster.
+func IndexKey(prefix string, table *change.Table, slot int) string {
+	return IndexPrefix + "{" + slotTags()[slot] + "}:" + prefix + table.DB + "." + table.Name
+}

@@ -9,8 +9,9 @@ import (
 
 // applyScript applies a run of rows that all live in one cluster slot.
 //
-// KEYS holds pairs: row key, tombstone key. ARGV[1] is the tombstone TTL in milliseconds; then, per row:
-// op, version, TTL in milliseconds (0 = none), n, and n more arguments:
+// KEYS holds, per row, the row key and the tombstone key, and when ARGV[2] is "3" also the key-index set
+// (IndexKey; the tombstone key again for rows of tables without an index). ARGV[1] is the tombstone TTL in
+// milliseconds; then, per row: op, version, TTL in milliseconds (0 = none), n, and n more arguments:
 //
 //	"wh"  write a hash: n/2 field/value pairs
 //	"wj"  write a JSON document: n = 1, the document
@@ -21,16 +22,21 @@ import (
 // version), or a string holding the error of that row (WRONGTYPE, for example). Reads go through pcall so that
 // one bad key cannot abort the other rows; the writes after them cannot fail on a key's type.
 //
+// An op with a third letter "i" keeps the table's key index (TableOptions.KeyIndex): a row written where no
+// version was found (a new key, or one written outside the pipeline) is added to it, a deleted row removed.
+//
 // Versions are compared as Lua strings: equal-length lower-case hex text orders like the versions.
 const applyScript = `
 local res = {}
 local tombttl = ARGV[1]
-local a = 2
-for i = 1, #KEYS, 2 do
+local stride = tonumber(ARGV[2])
+local a = 3
+for i = 1, #KEYS, stride do
   local key, tomb = KEYS[i], KEYS[i + 1]
   local op, ver, ttl, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   local first, last = a + 4, a + 3 + n
   a = last + 1
+  local idx = #op == 3 and KEYS[i + 2]
   local hash = string.sub(op, 2, 2) == 'h'
   local cur
   if hash then
@@ -41,8 +47,8 @@ for i = 1, #KEYS, 2 do
       if string.sub(cur, 1, 7) == '{"_v":"' then cur = string.sub(cur, 8, 35) else cur = false end
     end
   end
-  local hadtomb = false
-  if cur == false then
+  local hadtomb, fresh = false, cur == false
+  if fresh then
     cur = redis.pcall('GET', tomb)
     hadtomb = cur ~= false
   end
@@ -53,6 +59,7 @@ for i = 1, #KEYS, 2 do
   elseif string.sub(op, 1, 1) == 'd' then
     redis.call('DEL', key)
     redis.call('SET', tomb, ver, 'PX', tombttl)
+    if idx then redis.call('SREM', idx, key) end
     res[#res + 1] = 2
   else
     if hash then
@@ -71,6 +78,7 @@ for i = 1, #KEYS, 2 do
       redis.call('SET', key, ARGV[first])
     end
     if hadtomb then redis.call('DEL', tomb) end
+    if fresh and idx then redis.call('SADD', idx, key) end
     res[#res + 1] = 1
   end
 end
@@ -88,21 +96,48 @@ const (
 
 // buildCall renders the KEYS and ARGV of one script call over ops[call[0]], ops[call[1]], ...
 func (s *Sink) buildCall(ops []op, call []int32) ([]string, []any) {
-	keys := make([]string, 0, 2*len(call))
-	args := make([]any, 1, 1+len(call)*12)
-	args[0] = s.tombTTL
+	stride := 2
+	for _, k := range call {
+		if ops[k].ts.keyIndex {
+			stride = 3
+			break
+		}
+	}
+	keys := make([]string, 0, stride*len(call))
+	args := make([]any, 2, 2+len(call)*12)
+	args[0], args[1] = s.tombTTL, stride
 	for _, k := range call {
 		o := &ops[k]
-		keys = append(keys, o.key, tombstoneKey(o.key, int(o.slot)))
-		ver := o.ver.String()
 		ts := o.ts
+		tomb := tombstoneKey(o.key, int(o.slot))
+		keys = append(keys, o.key, tomb)
+		if stride == 3 {
+			if ts.keyIndex {
+				keys = append(keys, s.indexKey(ts, int(o.slot)))
+			} else {
+				keys = append(keys, tomb) // a placeholder in the row's slot
+			}
+		}
+		ver := o.ver.String()
+		var opcode string
 		switch {
 		case o.row == nil && ts.format == FormatJSON:
-			args = append(args, "dj", ver, 0, 0)
+			opcode = "dj"
 		case o.row == nil:
-			args = append(args, "dh", ver, 0, 0)
+			opcode = "dh"
 		case ts.format == FormatJSON:
-			args = append(args, "wj", ver, ts.ttl, 1, appendJSON(nil, ts.table.Columns, o.row, o.ver))
+			opcode = "wj"
+		default:
+			opcode = "wh"
+		}
+		if ts.keyIndex {
+			opcode += "i"
+		}
+		switch {
+		case o.row == nil:
+			args = append(args, opcode, ver, 0, 0)
+		case ts.format == FormatJSON:
+			args = append(args, opcode, ver, ts.ttl, 1, appendJSON(nil, ts.table.Columns, o.row, o.ver))
 		default:
 			n := 0
 			for _, v := range o.row {
@@ -110,7 +145,7 @@ func (s *Sink) buildCall(ops []op, call []int32) ([]string, []any) {
 					n++
 				}
 			}
-			args = append(args, "wh", ver, ts.ttl, 2*n)
+			args = append(args, opcode, ver, ts.ttl, 2*n)
 			for c, v := range o.row {
 				if v != nil {
 					args = append(args, ts.fields[c], v)

@@ -46,6 +46,9 @@ type TableOptions struct {
 	KeyTemplate string
 	// TTL, when positive, is set on the row key on every write of the row (default 0: no expiry).
 	TTL time.Duration
+	// KeyIndex keeps a set of the table's row keys per cluster slot (IndexKey), so that the reconciler finds
+	// orphan keys of any primary-key type without scanning the keyspace (default false).
+	KeyIndex bool
 }
 
 // Options configure a Sink. The zero value is valid.
@@ -124,6 +127,25 @@ type tableState struct {
 	segs   []segment
 	ttl    int64 // milliseconds, 0 = none
 	fields []any // Columns as script arguments, boxed once
+	// keyIndex: TableOptions.KeyIndex; index caches IndexKey by slot (the lanes share it, under mu).
+	keyIndex bool
+	index    map[int]string
+	mu       sync.Mutex
+}
+
+// indexKey returns the key-index set of ts for slot, computing it once.
+func (s *Sink) indexKey(ts *tableState, slot int) string {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if k, ok := ts.index[slot]; ok {
+		return k
+	}
+	if ts.index == nil {
+		ts.index = make(map[int]string)
+	}
+	k := IndexKey(s.opts.Prefix, ts.table, slot)
+	ts.index[slot] = k
+	return k
 }
 
 // New returns a Sink writing through rdb, a *redis.Client or a *redis.ClusterClient.
@@ -195,7 +217,7 @@ func (s *Sink) table(t *change.Table) (*tableState, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := &tableState{table: t, format: to.Format, segs: segs, fields: make([]any, len(t.Columns))}
+	ts := &tableState{table: t, format: to.Format, segs: segs, fields: make([]any, len(t.Columns)), keyIndex: to.KeyIndex}
 	for i, c := range t.Columns {
 		ts.fields[i] = c
 	}

@@ -588,3 +588,41 @@ func TestApplyCanceled(t *testing.T) {
 		t.Fatalf("Apply with Redis down = %v, want the context's error", err)
 	}
 }
+
+// TestKeyIndex checks the per-slot key index of a table with TableOptions.KeyIndex: created rows are added
+// (also over a key written outside the pipeline), deleted rows and old keys of primary-key changes removed,
+// replays change nothing, and tables without the option get no index.
+func TestKeyIndex(t *testing.T) {
+	rdb := sharedClient(t)
+	ctx := ctxT(t)
+	codes := &change.Table{DB: "shop", Name: "codes", Columns: []string{"code", "v"}, PK: []int{0}}
+	plain := &change.Table{DB: "shop", Name: "plain", Columns: []string{"id"}, PK: []int{0}}
+	s := newSink(t, rdb, Options{Lanes: 2, RowsPerCall: 2, Table: func(t *change.Table) (TableOptions, error) {
+		return TableOptions{KeyIndex: t == codes}, nil
+	}})
+	rdb.HSet(ctx, "shop:codes:foreign", "v", "x") // written outside the pipeline, no _v
+	apply(t, s,
+		ins(codes, v(1), r("a", "1")), ins(codes, v(2), r("b", "2")), ins(codes, v(3), r("c", "3")),
+		ins(codes, v(4), r("foreign", "4")), ins(plain, v(5), r("1")),
+		upd(codes, v(6), r("a", "1"), r("a", "9")), // an update: already indexed
+		del(codes, v(7), r("b", "2")),
+		upd(codes, v(8), r("c", "3"), r("d", "3")), // a primary-key change
+		ins(codes, v(1), r("a", "1")),              // a replay: fenced, no change
+	)
+	members := map[string]bool{}
+	for slot := range SlotCount {
+		for _, m := range rdb.SMembers(ctx, IndexKey("", codes, slot)).Val() {
+			if Slot(m) != slot {
+				t.Errorf("member %q in the set of slot %d, but it lives in slot %d", m, slot, Slot(m))
+			}
+			members[m] = true
+		}
+		if n := rdb.Exists(ctx, IndexKey("", plain, slot)).Val(); n != 0 {
+			t.Fatalf("a table without KeyIndex got an index set in slot %d", slot)
+		}
+	}
+	want := map[string]bool{"shop:codes:a": true, "shop:codes:d": true, "shop:codes:foreign": true}
+	if !maps.Equal(members, want) {
+		t.Fatalf("index members %v, want %v", members, want)
+	}
+}
