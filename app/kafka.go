@@ -112,6 +112,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		cons, err = kafka.NewConsumer(kafka.ConsumerConfig{
 			Common:          common,
 			GroupID:         cfg.Kafka.GroupID,
+			SessionTimeout:  cfg.Kafka.SessionTimeout,
 			DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
 			MaxBatch:        max(cfg.Sink.BatchRows*2, 1),
 			ShutdownTimeout: cfg.ShutdownTimeout,

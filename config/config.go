@@ -323,6 +323,9 @@ type Kafka struct {
 	RequiredAcks string `yaml:"required_acks"`
 	// GroupID is the sinks' consumer group. Default binlogsync-sink.
 	GroupID string `yaml:"group_id"`
+	// SessionTimeout is how long the group waits for a silent sink before
+	// giving its partitions to the others. Default 10s.
+	SessionTimeout time.Duration `yaml:"session_timeout"`
 	// CreateTopic creates missing topics at start. Default false.
 	CreateTopic bool `yaml:"create_topic"`
 	// Partitions and ReplicationFactor apply to created topics. Defaults 12, 1.
@@ -451,6 +454,7 @@ func defaults() *Config {
 			BatchTimeout:      2 * time.Millisecond,
 			RequiredAcks:      "all",
 			GroupID:           "binlogsync-sink",
+			SessionTimeout:    10 * time.Second,
 			Partitions:        12,
 			ReplicationFactor: 1,
 			DeadLetterTopic:   "binlogsync-dlq",

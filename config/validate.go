@@ -410,6 +410,7 @@ func (c *Config) validateKafka() error {
 		c.nonNegativeDuration("kafka.batch_timeout", k.BatchTimeout),
 		c.oneOf("kafka.required_acks", k.RequiredAcks, "all", "one", "none"),
 		c.notEmpty("kafka.group_id", k.GroupID, "set the sinks' consumer group, like \"binlogsync-sink\""),
+		c.positiveDuration("kafka.session_timeout", k.SessionTimeout),
 		c.positive("kafka.partitions", k.Partitions),
 		c.positive("kafka.replication_factor", k.ReplicationFactor),
 		c.oneOf("kafka.sasl.mechanism", k.SASL.Mechanism, SASLNone, SASLPlain, SASLScramSHA256, SASLScramSHA512),
