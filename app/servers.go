@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -109,7 +108,7 @@ func OpenRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, 
 func explainRedisError(cfg *config.Config, err error) error {
 	msg := err.Error()
 	addr := redisAddr(cfg)
-	if isTLSError(err) {
+	if source.IsTLSError(err) {
 		return fmt.Errorf("redis.tls: the TLS handshake with redis at %s failed (%w); check redis.tls.ca_file "+
 			"(the CA that signed the server's certificate), redis.tls.server_name, and redis.tls.cert_file/key_file "+
 			"when the server requires client certificates", addr, err)
@@ -127,27 +126,12 @@ func explainRedisError(cfg *config.Config, err error) error {
 	return fmt.Errorf("connecting to redis at %s: %w (check redis.addr / redis.addrs)", addr, err)
 }
 
-// isTLSError reports whether err is a failed TLS handshake: an untrusted or
-// misnamed certificate, or a peer that does not speak TLS or refused ours.
-func isTLSError(err error) bool {
-	var (
-		certErr *tls.CertificateVerificationError
-		uaErr   x509.UnknownAuthorityError
-		hostErr x509.HostnameError
-		invErr  x509.CertificateInvalidError
-		recErr  tls.RecordHeaderError
-		alert   tls.AlertError
-	)
-	return errors.As(err, &certErr) || errors.As(err, &uaErr) || errors.As(err, &hostErr) ||
-		errors.As(err, &invErr) || errors.As(err, &recErr) || errors.As(err, &alert)
-}
-
 // explainKafkaError names the setting behind a failed first contact with the
 // brokers: TLS or SASL; other errors are returned as they are.
 func explainKafkaError(cfg *config.Config, err error) error {
 	k := &cfg.Kafka
 	switch {
-	case isTLSError(err):
+	case source.IsTLSError(err):
 		return fmt.Errorf("kafka.tls: the TLS handshake with kafka.brokers %v failed (%w); check kafka.tls.ca_file "+
 			"(the CA that signed the brokers' certificates), kafka.tls.server_name, and kafka.tls.cert_file/key_file "+
 			"when the brokers require client certificates", k.Brokers, err)

@@ -206,14 +206,20 @@ func checkUniqueKey(ctx context.Context, db *sql.DB, schema, table string, keys 
 
 // queryStrings runs q and returns its rows as text (NULL as "").
 func queryStrings(ctx context.Context, db *sql.DB, q string, args ...any) ([][]string, error) {
+	_, out, err := queryTable(ctx, db, q, args...)
+	return out, err
+}
+
+// queryTable runs q and returns its column names and its rows as text (NULL as "").
+func queryTable(ctx context.Context, db *sql.DB, q string, args ...any) ([]string, [][]string, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer rows.Close()
 	cols, err := rows.Columns()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out [][]string
 	for rows.Next() {
@@ -223,7 +229,7 @@ func queryStrings(ctx context.Context, db *sql.DB, q string, args ...any) ([][]s
 			ptrs[i] = &vals[i]
 		}
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		row := make([]string, len(cols))
 		for i, v := range vals {
@@ -231,7 +237,7 @@ func queryStrings(ctx context.Context, db *sql.DB, q string, args ...any) ([][]s
 		}
 		out = append(out, row)
 	}
-	return out, rows.Err()
+	return cols, out, rows.Err()
 }
 
 // globalVariables reads the named global variables; those the server does not
@@ -593,15 +599,9 @@ func ExplainConnectError(addr, user string, err error) error {
 	}
 	at := fmt.Sprintf("MySQL at %s as %q", addr, user)
 	var (
-		me      *mysql.MySQLError
-		dnsErr  *net.DNSError
-		netErr  net.Error
-		certErr *tls.CertificateVerificationError
-		uaErr   x509.UnknownAuthorityError
-		hostErr x509.HostnameError
-		invErr  x509.CertificateInvalidError
-		recErr  tls.RecordHeaderError
-		alert   tls.AlertError
+		me     *mysql.MySQLError
+		dnsErr *net.DNSError
+		netErr net.Error
 	)
 	switch {
 	case errors.As(err, &me) && (me.Number == 1045 || me.Number == 1698):
@@ -616,8 +616,7 @@ func ExplainConnectError(addr, user string, err error) error {
 			addr, err)
 	case errors.As(err, &me):
 		return fmt.Errorf("connecting to %s: %w", at, err)
-	case errors.Is(err, mysql.ErrNoTLS), errors.As(err, &certErr), errors.As(err, &uaErr),
-		errors.As(err, &hostErr), errors.As(err, &invErr), errors.As(err, &recErr), errors.As(err, &alert):
+	case errors.Is(err, mysql.ErrNoTLS), IsTLSError(err):
 		return fmt.Errorf("mysql.tls: the TLS handshake with %s failed (%w); match mysql.tls to the server: "+
 			"its CA and server name, or mode disabled if the server has no TLS", addr, err)
 	case errors.As(err, &dnsErr):
@@ -727,30 +726,32 @@ func isParseError(err error) bool {
 // queryRows runs q and returns its rows as maps from lower-case column name to
 // text value (NULL as "").
 func queryRows(ctx context.Context, db *sql.DB, q string) ([]map[string]string, error) {
-	rows, err := db.QueryContext(ctx, q)
+	cols, vals, err := queryTable(ctx, db, q)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	var out []map[string]string
-	for rows.Next() {
-		vals := make([]sql.NullString, len(cols))
-		ptrs := make([]any, len(cols))
-		for i := range vals {
-			ptrs[i] = &vals[i]
-		}
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
+	out := make([]map[string]string, len(vals))
+	for r, row := range vals {
 		m := make(map[string]string, len(cols))
 		for i, c := range cols {
-			m[strings.ToLower(c)] = vals[i].String
+			m[strings.ToLower(c)] = row[i]
 		}
-		out = append(out, m)
+		out[r] = m
 	}
-	return out, rows.Err()
+	return out, nil
+}
+
+// IsTLSError reports whether err is a failed TLS handshake: an untrusted or misnamed certificate, or a peer that
+// does not speak TLS or refused ours.
+func IsTLSError(err error) bool {
+	var (
+		certErr *tls.CertificateVerificationError
+		uaErr   x509.UnknownAuthorityError
+		hostErr x509.HostnameError
+		invErr  x509.CertificateInvalidError
+		recErr  tls.RecordHeaderError
+		alert   tls.AlertError
+	)
+	return errors.As(err, &certErr) || errors.As(err, &uaErr) || errors.As(err, &hostErr) ||
+		errors.As(err, &invErr) || errors.As(err, &recErr) || errors.As(err, &alert)
 }
