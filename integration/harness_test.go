@@ -291,6 +291,9 @@ func (e *env) snapshotRedis(table string) (map[string]map[string]string, map[str
 		if err != nil {
 			e.t.Fatalf("HGETALL %s: %v", k, err)
 		}
+		if len(h) == 0 {
+			continue // deleted since the SCAN saw it
+		}
 		m := map[string]string{}
 		for f, v := range h {
 			if strings.HasPrefix(f, "_") {
