@@ -254,7 +254,7 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		DisableRetrySync: true, // we resume from transaction boundaries ourselves
 		Logger:           s.log.With(slog.String("component", "go-mysql")),
 		EventCacheCount:  256,
-		Dialer:           (&net.Dialer{Timeout: s.cfg.ConnectTimeout}).DialContext,
+		Dialer:           lazyDeadlineDialer(s.cfg.ConnectTimeout, s.cfg.ReadTimeout),
 	}
 	if s.cfg.Flavor == gmysql.MariaDBFlavor {
 		bcfg.FillZeroLogPos = true // MariaDB 11.4+ sends zero log positions otherwise
