@@ -87,7 +87,12 @@ for k in $(rcli --scan --pattern 'shop:users:*' | sort); do
   echo "-- $k"; rcli HGETALL "$k" | paste - -
 done
 echo "== metrics (excerpt)"
-grep -h 'addr=' "$work/binlogsync.log" | head -1 || true
+addr=$(sed -n 's/.*msg="http listening".* addr=\([^ ]*\).*/\1/p' "$work/binlogsync.log" | head -1)
+if [ -n "$addr" ] && command -v curl >/dev/null; then
+  curl -fsS "http://$addr/metrics" | grep -E '^binlogsync_(rows_applied_total|replication_lag_seconds|checkpoint_)' | head -8 || true
+else
+  echo "(metrics on http://$addr/metrics)"
+fi
 echo "== stopping binlogsync (SIGTERM: finishes the batch in flight and stores the checkpoint)"
 kill -TERM "$bls"; wait "$bls" || true
 tail -n 2 "$work/binlogsync.log"
