@@ -61,7 +61,7 @@ type Consumer struct {
 	dec    *Decoder
 	client *kafkago.Client
 	dlq    *kafkago.Writer
-	lags   map[string]map[int]int64 // topic -> partition -> lag
+	lags   map[topicPartition]partitionLag // partitions applied from recently
 	// Ready, when set, is called once the first reader is created.
 	Ready func()
 }
@@ -93,7 +93,7 @@ func NewConsumer(cfg ConsumerConfig, a Applier) (*Consumer, error) {
 		apply:  a,
 		dec:    NewDecoder(),
 		client: &kafkago.Client{Addr: kafkago.TCP(cfg.Brokers...), Transport: tp, Timeout: 10 * time.Second},
-		lags:   map[string]map[int]int64{},
+		lags:   map[topicPartition]partitionLag{},
 	}
 	c.dlq = &kafkago.Writer{
 		Addr:         kafkago.TCP(cfg.Brokers...),
@@ -387,11 +387,9 @@ func (c *Consumer) idle() {
 	if c.cfg.Pipeline == nil || len(c.lags) == 0 {
 		return
 	}
-	for _, ps := range c.lags {
-		for _, l := range ps {
-			if l > 0 {
-				return
-			}
+	for _, l := range c.lags {
+		if l.lag > 0 {
+			return
 		}
 	}
 	c.cfg.Pipeline.Applied(time.Now())
@@ -452,25 +450,45 @@ func (c *Consumer) handle(ctx context.Context, b *fetched) error {
 			c.cfg.Metrics.DeadLetters.Add(float64(len(b.dead)))
 		}
 	}
-	// The lag after the newest message of each partition (a partition's
-	// messages come in offset order).
+	c.recordLags(b.msgs, time.Now())
+	return nil
+}
+
+// recordLags records the lag after the newest message of each partition in msgs (a partition's messages come in
+// offset order), and forgets the partitions nothing was applied from for staleLagAfter.
+func (c *Consumer) recordLags(msgs []kafkago.Message, now time.Time) {
 	lags := map[topicPartition]int64{}
-	for i := range b.msgs {
-		m := &b.msgs[i]
+	for i := range msgs {
+		m := &msgs[i]
 		lags[topicPartition{m.Topic, m.Partition}] = max(0, m.HighWaterMark-m.Offset-1)
 	}
 	for tp, lag := range lags {
-		ps := c.lags[tp.topic]
-		if ps == nil {
-			ps = map[int]int64{}
-			c.lags[tp.topic] = ps
-		}
-		ps[tp.partition] = lag
+		c.lags[tp] = partitionLag{lag: lag, at: now}
 		if c.cfg.Metrics != nil {
 			c.cfg.Metrics.ConsumerLag.WithLabelValues(tp.topic, strconv.Itoa(tp.partition)).Set(float64(lag))
 		}
 	}
-	return nil
+	// A partition this sink has applied nothing from for a while, while it
+	// does apply from others, was given to another sink by a rebalance (or
+	// has been idle): its last lag no longer describes anything this sink
+	// does, and must not keep the sink from reporting that it caught up.
+	for tp, l := range c.lags {
+		if now.Sub(l.at) > staleLagAfter {
+			delete(c.lags, tp)
+			if c.cfg.Metrics != nil {
+				c.cfg.Metrics.ConsumerLag.DeleteLabelValues(tp.topic, strconv.Itoa(tp.partition))
+			}
+		}
+	}
+}
+
+// staleLagAfter is how long a partition's lag is kept without a message from it (see apply).
+const staleLagAfter = 30 * time.Second
+
+// partitionLag is a partition's lag after the newest message applied from it, and when that was.
+type partitionLag struct {
+	lag int64
+	at  time.Time
 }
 
 // topicPartition names a partition.
