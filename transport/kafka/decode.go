@@ -646,7 +646,9 @@ func (s *scanner) intOrNull(lo, hi int64) (int64, bool, error) {
 	return v, true, nil
 }
 
-// strings reads an array of strings into dst; null counts as absent.
+// strings reads an array of strings into dst; null counts as absent. It and values are kept as two copies of the
+// same loop: one loop taking the element reader as a function value costs an allocation per message (measured with
+// -bench Decode -benchmem).
 func (s *scanner) strings(dst [][]byte) ([][]byte, bool, error) {
 	if present, err := s.notNull(); !present {
 		return dst, false, err
