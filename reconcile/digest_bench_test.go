@@ -25,16 +25,22 @@ func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 	return s
 }
 
-// BenchmarkDigestRedisCPU measures the Redis CPU a zero-drift pass costs per row (full and cached), the figure
-// that bounds a pass: Redis is single-threaded. 100,000 rows of 10 columns, like bench/reconcile_bench_test.go.
-// Run: go test -run '^$' -bench DigestRedisCPU ./reconcile/
-func BenchmarkDigestRedisCPU(b *testing.B) {
+// reconFixture is a database with the 10-column table recon of n rows, like bench/reconcile_bench_test.go's.
+func reconFixture(n int) *fixture {
 	f := newFixture(&testing.T{})
 	f.exec(`CREATE TABLE recon (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, name VARCHAR(40), email VARCHAR(60),
 		created DATETIME(3), price DECIMAL(10,2), score DOUBLE, flags TINYINT, note VARCHAR(100))`)
 	f.exec(`INSERT INTO recon SELECT seq, seq % 1000, seq * 7, CONCAT('name ', seq), CONCAT('user', seq, '@example.com'),
 		'2020-01-01' + INTERVAL seq SECOND, seq / 100, seq / 3e0, seq % 100, IF(seq % 10 = 0, NULL, REPEAT('n', seq % 60))
-		FROM seq_1_to_100000`)
+		FROM seq_1_to_` + strconv.Itoa(n))
+	return f
+}
+
+// BenchmarkDigestRedisCPU measures the Redis CPU a zero-drift pass costs per row (full and cached), the figure
+// that bounds a pass: Redis is single-threaded. 100,000 rows of 10 columns, like bench/reconcile_bench_test.go.
+// Run: go test -run '^$' -bench DigestRedisCPU ./reconcile/
+func BenchmarkDigestRedisCPU(b *testing.B) {
+	f := reconFixture(100_000)
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{})
 	f.run(r, PassOptions{}) // caches the row hashes
@@ -63,12 +69,7 @@ func BenchmarkDigestRedisCPU(b *testing.B) {
 // Redis CPU per row: a steadier figure than a whole pass on a busy machine.
 // Run: go test -run '^$' -bench DigestScript -benchtime 20x ./reconcile/
 func BenchmarkDigestScript(b *testing.B) {
-	f := newFixture(&testing.T{})
-	f.exec(`CREATE TABLE recon (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, name VARCHAR(40), email VARCHAR(60),
-		created DATETIME(3), price DECIMAL(10,2), score DOUBLE, flags TINYINT, note VARCHAR(100))`)
-	f.exec(`INSERT INTO recon SELECT seq, seq % 1000, seq * 7, CONCAT('name ', seq), CONCAT('user', seq, '@example.com'),
-		'2020-01-01' + INTERVAL seq SECOND, seq / 100, seq / 3e0, seq % 100, IF(seq % 10 = 0, NULL, REPEAT('n', seq % 60))
-		FROM seq_1_to_20000`)
+	f := reconFixture(20_000)
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{})
 	ctx := context.Background()
