@@ -34,9 +34,10 @@ const (
 	maxBackoff = 5 * time.Second
 )
 
-// maxRowsPerPipeline bounds the rows one pipeline round trip of one lane carries, and so the memory the rendered
-// arguments take.
-const maxRowsPerPipeline = 4096
+// rowsPerPipeline bounds the rows one pipeline round trip of one lane carries (a lane has one pipeline in flight
+// and renders the next meanwhile), and so the memory the rendered arguments take. Smaller pipelines keep Redis
+// busier, since the next is ready sooner; much smaller ones cost round trips.
+const rowsPerPipeline = 512
 
 // TableOptions are the per-table settings.
 type TableOptions struct {
@@ -429,18 +430,28 @@ func (s *Sink) lane(o *op) int {
 	return int(h % uint32(s.opts.Lanes))
 }
 
-// runLane applies the ops idx of one lane, pipeline after pipeline.
+// runLane applies the ops idx of one lane, pipeline after pipeline. While one pipeline is in flight the next one is
+// rendered, so that Redis does not wait for the client between two pipelines of a lane; the next is sent only when
+// the one before it has completed, which keeps the changes of a key in order.
 func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32) laneResult {
 	var res laneResult
 	if s.cluster {
 		// Every key of a script call must be in one slot. A stable sort keeps each key's changes in order.
 		sort.SliceStable(idx, func(a, b int) bool { return ops[idx[a]].slot < ops[idx[b]].slot })
 	}
-	var calls [][]int32
+	var inflight chan error
+	wait := func() error {
+		if inflight == nil {
+			return nil
+		}
+		err := <-inflight
+		inflight = nil
+		return err
+	}
 	for pos := 0; pos < len(idx); {
-		calls = calls[:0]
+		var calls [][]int32
 		rows := 0
-		for pos < len(idx) && rows < maxRowsPerPipeline {
+		for pos < len(idx) && rows < rowsPerPipeline {
 			end := pos + 1
 			for end < len(idx) && end-pos < s.opts.RowsPerCall && (!s.cluster || ops[idx[end]].slot == ops[idx[pos]].slot) {
 				end++
@@ -449,26 +460,47 @@ func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32) lan
 			rows += end - pos
 			pos = end
 		}
-		if err := s.execCalls(ctx, lane, ops, calls, &res); err != nil {
+		p := s.prepare(ctx, ops, calls)
+		if err := wait(); err != nil {
 			res.err = err
 			return res
 		}
+		inflight = make(chan error, 1)
+		go func(done chan<- error) { done <- s.execCalls(ctx, lane, ops, p, &res) }(inflight)
+	}
+	if err := wait(); err != nil {
+		res.err = err
 	}
 	return res
 }
 
-// execCalls runs calls as one pipeline and retries the calls that did not complete.
-func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, calls [][]int32, res *laneResult) error {
+// prepared is a pipeline of script calls, rendered and not yet sent.
+type prepared struct {
+	calls [][]int32
+	pipe  redis.Pipeliner
+	cmds  []*redis.Cmd
+}
+
+func (s *Sink) prepare(ctx context.Context, ops []op, calls [][]int32) prepared {
+	p := prepared{calls: calls, pipe: s.rdb.Pipeline(), cmds: make([]*redis.Cmd, len(calls))}
+	for i, call := range calls {
+		keys, args := s.buildCall(ops, call)
+		p.cmds[i] = p.pipe.EvalSha(ctx, script.Hash(), keys, args...)
+	}
+	return p
+}
+
+// execCalls runs a prepared pipeline and retries the calls that did not complete.
+func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, res *laneResult) error {
 	backoff := minBackoff
 	reloaded := false
+	calls := p.calls
 	for attempt := 1; ; attempt++ {
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(calls))
-		for i, call := range calls {
-			keys, args := s.buildCall(ops, call)
-			cmds[i] = pipe.EvalSha(ctx, script.Hash(), keys, args...)
+		if attempt > 1 {
+			p = s.prepare(ctx, ops, calls)
 		}
-		_, _ = pipe.Exec(ctx) // every command's own result is checked below
+		cmds := p.cmds
+		_, _ = p.pipe.Exec(ctx) // every command's own result is checked below
 
 		var failed [][]int32
 		var lastErr error
