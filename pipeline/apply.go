@@ -21,6 +21,13 @@ type Applier interface {
 	Apply(ctx context.Context, changes []change.Change) (sink.Stats, error)
 }
 
+// Starter is an Applier that can begin a batch while the one before is still in flight, keeping the order of
+// their changes (*sink.Sink is one). ApplyLoop then keeps two batches in flight, so that Redis does not wait
+// while the next batch is gathered and rendered.
+type Starter interface {
+	Start(ctx context.Context, changes []change.Change) *sink.Pending
+}
+
 // Checkpointer stores the newest applied boundary, at most every Interval,
 // and once more on Close. A boundary is only ever offered to it after every
 // change before it has been applied (SPEC section 4).
@@ -120,6 +127,9 @@ func (l *ApplyLoop) Run(ctx context.Context) error {
 	if l.MaxRows <= 0 {
 		l.MaxRows = 4096
 	}
+	if st, ok := l.Sink.(Starter); ok {
+		return l.runOverlapped(ctx, st)
+	}
 	var changes []change.Change
 	for {
 		var first *change.Batch
@@ -134,18 +144,90 @@ func (l *ApplyLoop) Run(ctx context.Context) error {
 		}
 		changes = changes[:0]
 		boundary, eventTime, closed := l.gather(first, &changes)
-		if err := l.apply(ctx, changes); err != nil {
+		start := time.Now()
+		var st sink.Stats
+		var err error
+		if len(changes) > 0 {
+			st, err = l.Sink.Apply(ctx, changes)
+		}
+		if err := l.applied(changes, st, err, start, boundary, eventTime); err != nil {
 			return err
-		}
-		if l.Metrics != nil {
-			l.Metrics.Applied(eventTime)
-		}
-		if boundary != nil {
-			l.Ckpt.Advance(*boundary)
 		}
 		clear(changes) // let the batch's rows be collected
 		if closed {
 			return nil
+		}
+	}
+}
+
+// inflight is a batch begun by a Starter.
+type inflight struct {
+	changes   []change.Change
+	pending   *sink.Pending
+	start     time.Time
+	boundary  *change.Position
+	eventTime time.Time
+}
+
+// runOverlapped is Run with up to two batches in flight: the next batch is gathered and begun while the one before
+// is applied, and the checkpoint advances over a batch only once it and every batch before it have finished.
+func (l *ApplyLoop) runOverlapped(ctx context.Context, st Starter) error {
+	var prev *inflight
+	finish := func() error {
+		if prev == nil {
+			return nil
+		}
+		stats, err := prev.pending.Wait()
+		p := prev
+		prev = nil
+		return l.applied(p.changes, stats, err, p.start, p.boundary, p.eventTime)
+	}
+	defer func() {
+		if prev != nil {
+			prev.pending.Wait() // the lanes use ctx, which has ended; do not leave them running
+		}
+	}()
+	for {
+		var first *change.Batch
+		var prevDone <-chan struct{}
+		if prev != nil {
+			prevDone = prev.pending.Done()
+		}
+		select {
+		case b, ok := <-l.In:
+			if !ok {
+				return finish()
+			}
+			first = b
+		case <-prevDone:
+			if err := finish(); err != nil {
+				return err
+			}
+			continue
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		var changes []change.Change // a new slice: the one before may still be in flight
+		boundary, eventTime, closed := l.gather(first, &changes)
+		next := &inflight{changes: changes, start: time.Now(), boundary: boundary, eventTime: eventTime}
+		if len(changes) > 0 {
+			next.pending = st.Start(ctx, changes)
+		}
+		if err := finish(); err != nil {
+			if next.pending != nil {
+				next.pending.Wait()
+			}
+			return err
+		}
+		if next.pending == nil {
+			if err := l.applied(nil, sink.Stats{}, nil, next.start, boundary, eventTime); err != nil {
+				return err
+			}
+		} else {
+			prev = next
+		}
+		if closed {
+			return finish()
 		}
 	}
 }
@@ -172,12 +254,9 @@ func (l *ApplyLoop) gather(first *change.Batch, changes *[]change.Change) (*chan
 	return boundary, eventTime, false
 }
 
-func (l *ApplyLoop) apply(ctx context.Context, changes []change.Change) error {
-	if len(changes) == 0 {
-		return nil
-	}
-	start := time.Now()
-	st, err := l.Sink.Apply(ctx, changes)
+// applied records a finished batch: its metrics, then the checkpoint advances over its boundary.
+func (l *ApplyLoop) applied(changes []change.Change, st sink.Stats, err error, start time.Time,
+	boundary *change.Position, eventTime time.Time) error {
 	if err != nil {
 		if l.Metrics != nil && !errors.Is(err, context.Canceled) {
 			l.Metrics.Errors.WithLabelValues("sink").Inc()
@@ -185,12 +264,18 @@ func (l *ApplyLoop) apply(ctx context.Context, changes []change.Change) error {
 		return fmt.Errorf("applying %d changes to Redis: %w", len(changes), err)
 	}
 	if l.Metrics != nil {
-		l.Metrics.ApplyDuration.Observe(time.Since(start).Seconds())
-		l.Metrics.Batches.Inc()
-		l.Metrics.BatchRows.Observe(float64(len(changes)))
-		l.Metrics.RowsSkipped.Add(float64(st.Skipped))
-		l.Metrics.RedisRetries.Add(float64(st.Retries))
-		l.Metrics.ObserveApplied(changes)
+		if len(changes) > 0 {
+			l.Metrics.ApplyDuration.Observe(time.Since(start).Seconds())
+			l.Metrics.Batches.Inc()
+			l.Metrics.BatchRows.Observe(float64(len(changes)))
+			l.Metrics.RowsSkipped.Add(float64(st.Skipped))
+			l.Metrics.RedisRetries.Add(float64(st.Retries))
+			l.Metrics.ObserveApplied(changes)
+		}
+		l.Metrics.Applied(eventTime)
+	}
+	if boundary != nil {
+		l.Ckpt.Advance(*boundary)
 	}
 	return nil
 }

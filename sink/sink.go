@@ -108,14 +108,18 @@ func (e *RowError) Error() string {
 
 func (e *RowError) Unwrap() error { return e.Err }
 
-// Sink applies changes to Redis. It is safe for concurrent use, but changes of one row must be applied by one
-// Apply call at a time, in order.
+// Sink applies changes to Redis. It is safe for concurrent use. Calls (Start, Apply, Write) are ordered by when
+// they began: each lane of a call sends its first pipeline only after the same lane of every earlier call has
+// finished, so the changes of one row keep the order of the calls that carry them.
 type Sink struct {
 	rdb     redis.UniversalClient
 	cluster bool
 	opts    Options
 	log     *slog.Logger
 	tombTTL int64 // milliseconds
+
+	chainMu sync.Mutex
+	tails   []chan struct{} // per lane: closed when the lane of the latest call has finished
 
 	mu     sync.Mutex
 	tables map[string]*tableState // by Table.FullName
@@ -171,6 +175,11 @@ func New(rdb redis.UniversalClient, opts Options) (*Sink, error) {
 		s.opts.TombstoneTTL = DefaultTombstoneTTL
 	}
 	s.tombTTL = max(1, s.opts.TombstoneTTL.Milliseconds())
+	s.tails = make([]chan struct{}, s.opts.Lanes)
+	for l := range s.tails {
+		s.tails[l] = make(chan struct{})
+		close(s.tails[l])
+	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -262,13 +271,42 @@ type rowError struct {
 // that Redis refuses go to Options.DeadLetter (or make Apply return an error once the rest is applied).
 // A configuration error (see ErrConfig) is returned before anything is written.
 func (s *Sink) Apply(ctx context.Context, changes []change.Change) (Stats, error) {
+	return s.Start(ctx, changes).Wait()
+}
+
+// Pending is a call in progress (see Start).
+type Pending struct {
+	done  chan struct{}
+	stats Stats
+	err   error
+}
+
+// Done is closed when the call has finished.
+func (p *Pending) Done() <-chan struct{} { return p.done }
+
+// Wait waits for the call to finish and returns what Apply would have.
+func (p *Pending) Wait() (Stats, error) {
+	<-p.done
+	return p.stats, p.err
+}
+
+func finished(st Stats, err error) *Pending {
+	p := &Pending{done: make(chan struct{}), stats: st, err: err}
+	close(p.done)
+	return p
+}
+
+// Start begins to apply changes like Apply and returns without waiting. It renders the changes' keys before it
+// returns, and its writes follow those of every call begun before it (row by row, in order), so a caller can
+// start the next batch while this one is in flight. changes must not be modified until the call has finished.
+func (s *Sink) Start(ctx context.Context, changes []change.Change) *Pending {
 	ops := make([]op, 0, len(changes))
 	var rowErrs []rowError
 	for i := range changes {
 		c := &changes[i]
 		ts, err := s.table(c.Table)
 		if err != nil {
-			return Stats{}, fmt.Errorf("applying changes of %s: %w", c.Table.FullName(), err)
+			return finished(Stats{}, fmt.Errorf("applying changes of %s: %w", c.Table.FullName(), err))
 		}
 		fail := func(key string, err error) {
 			rowErrs = append(rowErrs, rowError{src: i, err: &RowError{Table: c.Table.FullName(), Key: key, Version: c.Version, Err: err}})
@@ -302,7 +340,7 @@ func (s *Sink) Apply(ctx context.Context, changes []change.Change) (Stats, error
 			fail("", fmt.Errorf("unknown operation %v", c.Op))
 		}
 	}
-	return s.run(ctx, ops, rowErrs, func(i int) change.Change { return changes[i] })
+	return s.start(ctx, ops, rowErrs, func(i int) change.Change { return changes[i] })
 }
 
 // Write is one fenced operation on one row key, for callers that hold keys rather than changes (the reconciler).
@@ -333,13 +371,13 @@ func (s *Sink) Write(ctx context.Context, ws []Write) (Stats, error) {
 		}
 		ops = append(ops, s.newOp(ts, w.Row, w.Key, w.Version, i))
 	}
-	return s.run(ctx, ops, nil, func(i int) change.Change {
+	return s.start(ctx, ops, nil, func(i int) change.Change {
 		w := ws[i]
 		if w.Row == nil {
 			return change.Change{Op: change.Delete, Table: w.Table, Version: w.Version}
 		}
 		return change.Change{Op: change.Insert, Table: w.Table, After: w.Row, Version: w.Version}
-	})
+	}).Wait()
 }
 
 func (s *Sink) newOp(ts *tableState, row change.Row, key string, v change.Version, src int) op {
@@ -353,13 +391,35 @@ type laneResult struct {
 	err     error
 }
 
-// run applies ops over the lanes, then hands the refused rows to DeadLetter.
-func (s *Sink) run(ctx context.Context, ops []op, rowErrs []rowError, source func(int) change.Change) (Stats, error) {
+// start applies ops over the lanes in the background, after the lanes of the calls begun before, then hands the
+// refused rows to DeadLetter.
+func (s *Sink) start(ctx context.Context, ops []op, rowErrs []rowError, source func(int) change.Change) *Pending {
 	lanes := make([][]int32, s.opts.Lanes)
 	for i := range ops {
 		l := s.lane(&ops[i])
 		lanes[l] = append(lanes[l], int32(i))
 	}
+	after := make([]<-chan struct{}, len(lanes))
+	done := make([]chan struct{}, len(lanes))
+	s.chainMu.Lock()
+	for l, idx := range lanes {
+		if len(idx) > 0 {
+			after[l], done[l] = s.tails[l], make(chan struct{})
+			s.tails[l] = done[l]
+		}
+	}
+	s.chainMu.Unlock()
+	p := &Pending{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.stats, p.err = s.run(ctx, lanes, after, done, ops, rowErrs, source)
+	}()
+	return p
+}
+
+// run applies the lanes' ops, each lane after after[lane] is closed, closing done[lane] when it has finished.
+func (s *Sink) run(ctx context.Context, lanes [][]int32, after []<-chan struct{}, done []chan struct{}, ops []op,
+	rowErrs []rowError, source func(int) change.Change) (Stats, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make([]laneResult, len(lanes))
@@ -369,7 +429,8 @@ func (s *Sink) run(ctx context.Context, ops []op, rowErrs []rowError, source fun
 			continue
 		}
 		wg.Go(func() {
-			results[l] = s.runLane(ctx, l, ops, idx)
+			defer close(done[l])
+			results[l] = s.runLane(ctx, l, ops, idx, after[l])
 			if results[l].err != nil {
 				cancel() // no point in finishing the other lanes
 			}
@@ -433,7 +494,7 @@ func (s *Sink) lane(o *op) int {
 // runLane applies the ops idx of one lane, pipeline after pipeline. While one pipeline is in flight the next one is
 // rendered, so that Redis does not wait for the client between two pipelines of a lane; the next is sent only when
 // the one before it has completed, which keeps the changes of a key in order.
-func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32) laneResult {
+func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, after <-chan struct{}) laneResult {
 	var res laneResult
 	if s.cluster {
 		// Every key of a script call must be in one slot. A stable sort keeps each key's changes in order.
@@ -461,6 +522,15 @@ func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32) lan
 			pos = end
 		}
 		p := s.prepare(ctx, ops, calls)
+		if after != nil {
+			select { // the same lane of the call before this one
+			case <-after:
+			case <-ctx.Done():
+				res.err = fmt.Errorf("applying rows to Redis: %w", ctx.Err())
+				return res
+			}
+			after = nil
+		}
 		if err := wait(); err != nil {
 			res.err = err
 			return res
