@@ -27,6 +27,7 @@ type countingStarter struct {
 	mu     sync.Mutex
 	stats  sink.Stats
 	starts int
+	wg     sync.WaitGroup // the goroutines adding up stats
 }
 
 func (c *countingStarter) Start(ctx context.Context, cs []change.Change) *sink.Pending {
@@ -34,7 +35,9 @@ func (c *countingStarter) Start(ctx context.Context, cs []change.Change) *sink.P
 	c.starts++
 	c.mu.Unlock()
 	p := c.Sink.Start(ctx, cs)
+	c.wg.Add(1)
 	go func() {
+		defer c.wg.Done()
 		st, _ := p.Wait()
 		c.mu.Lock()
 		c.stats.Written += st.Written
@@ -61,11 +64,16 @@ func overlapSink(t *testing.T, opts sink.Options) (*redis.Client, *countingStart
 	return rdb, &countingStarter{Sink: s}
 }
 
-// itemBatch updates ids 0..9 to value round, five times each, at increasing versions.
+// itemBatch updates ids 0..9 to value round, five times each, at increasing versions; for an odd round only
+// ids 0..4, once (a batch small enough for one script call).
 func itemBatch(round int, b *change.Position) *change.Batch {
 	var cs []change.Change
-	for rep := range 5 {
-		for id := range 10 {
+	reps, ids := 5, 10
+	if round%2 == 1 {
+		reps, ids = 1, 5
+	}
+	for rep := range reps {
+		for id := range ids {
 			ver := change.Version{Epoch: 1, File: 1, Pos: uint32(round), Seq: uint32(rep*10 + id + 1)}
 			row := change.Row{[]byte(fmt.Sprint(id)), []byte(fmt.Sprintf("%d-%d", round, rep))}
 			cs = append(cs, change.Change{Op: change.Update, Table: items, Before: row, After: row, Version: ver})
@@ -78,6 +86,7 @@ func itemBatch(round int, b *change.Position) *change.Batch {
 // written out of order would show as a skipped change) and the checkpoint must end at the last boundary.
 func TestOverlappedBatchesKeepOrder(t *testing.T) {
 	rdb, st := overlapSink(t, sink.Options{Lanes: 3, RowsPerCall: 7})
+	const written = 20*50 + 20*5
 	in := make(chan *change.Batch, 64)
 	for round := 1; round <= 40; round++ {
 		in <- itemBatch(round, pos(uint32(round*100)))
@@ -85,6 +94,7 @@ func TestOverlappedBatchesKeepOrder(t *testing.T) {
 	close(in)
 	ms := &memStore{}
 	loop, ck := newLoop(in, st, ms)
+	loop.MaxRows = 1 // one batch per Start: small ones (one call on one lane) between large ones (every lane)
 	if err := loop.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -94,13 +104,14 @@ func TestOverlappedBatchesKeepOrder(t *testing.T) {
 	if got := ck.Saved(); got.Pos != 4000 {
 		t.Fatalf("checkpoint at %d, want 4000", got.Pos)
 	}
-	if st.starts < 2 {
-		t.Fatalf("%d batches started, want several (MaxRows is 10)", st.starts)
+	st.wg.Wait()
+	if st.starts != 40 {
+		t.Fatalf("%d batches started, want 40", st.starts)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.stats.Skipped != 0 || st.stats.Written != 40*50 {
-		t.Fatalf("stats %+v, want %d written and none skipped (skips mean changes of a row ran out of order)", st.stats, 40*50)
+	if st.stats.Skipped != 0 || st.stats.Written != written {
+		t.Fatalf("stats %+v, want %d written and none skipped (skips mean changes of a row ran out of order)", st.stats, written)
 	}
 	for id := range 10 {
 		if got := rdb.HGet(context.Background(), fmt.Sprintf("shop:items:%d", id), "n").Val(); got != "40-4" {

@@ -299,6 +299,7 @@ func finished(st Stats, err error) *Pending {
 // Start begins to apply changes like Apply and returns without waiting. It renders the changes' keys before it
 // returns, and its writes follow those of every call begun before it (row by row, in order), so a caller can
 // start the next batch while this one is in flight. changes must not be modified until the call has finished.
+// A batch small enough for one script call, when nothing is in flight, is applied before Start returns.
 func (s *Sink) Start(ctx context.Context, changes []change.Change) *Pending {
 	ops := make([]op, 0, len(changes))
 	var rowErrs []rowError
@@ -391,50 +392,94 @@ type laneResult struct {
 	err     error
 }
 
+// laneJob is the share of one call that one lane applies: after every channel in after is closed, closing done
+// when it has finished.
+type laneJob struct {
+	lane  int
+	idx   []int32
+	after []<-chan struct{}
+	done  chan struct{}
+}
+
 // start applies ops over the lanes in the background, after the lanes of the calls begun before, then hands the
 // refused rows to DeadLetter.
+//
+// A call of at most RowsPerCall rows (the usual case at a steady load) is one script call in one round trip: it
+// goes on a single lane that waits for every lane of the calls before it and that every lane of the next call
+// waits for. Larger calls spread their rows over the lanes by key.
 func (s *Sink) start(ctx context.Context, ops []op, rowErrs []rowError, source func(int) change.Change) *Pending {
-	lanes := make([][]int32, s.opts.Lanes)
-	for i := range ops {
-		l := s.lane(&ops[i])
-		lanes[l] = append(lanes[l], int32(i))
-	}
-	after := make([]<-chan struct{}, len(lanes))
-	done := make([]chan struct{}, len(lanes))
+	var jobs []laneJob
 	s.chainMu.Lock()
-	for l, idx := range lanes {
-		if len(idx) > 0 {
-			after[l], done[l] = s.tails[l], make(chan struct{})
-			s.tails[l] = done[l]
+	switch {
+	case len(ops) == 0:
+	case len(ops) <= s.opts.RowsPerCall || s.opts.Lanes == 1:
+		job := laneJob{idx: make([]int32, len(ops)), done: make(chan struct{})}
+		for i := range job.idx {
+			job.idx[i] = int32(i)
+		}
+		for l, tail := range s.tails {
+			job.after = append(job.after, tail)
+			s.tails[l] = job.done
+		}
+		jobs = append(jobs, job)
+	default:
+		lanes := make([][]int32, s.opts.Lanes)
+		for i := range ops {
+			l := s.lane(&ops[i])
+			lanes[l] = append(lanes[l], int32(i))
+		}
+		for l, idx := range lanes {
+			if len(idx) > 0 {
+				job := laneJob{lane: l, idx: idx, after: []<-chan struct{}{s.tails[l]}, done: make(chan struct{})}
+				s.tails[l] = job.done
+				jobs = append(jobs, job)
+			}
 		}
 	}
 	s.chainMu.Unlock()
+	if len(jobs) == 1 && allClosed(jobs[0].after) {
+		// Nothing before it is in flight (a steady load of small batches): apply in the caller's goroutine,
+		// which saves handing the batch to another goroutine and back.
+		return finished(s.run(ctx, jobs, ops, rowErrs, source))
+	}
 	p := &Pending{done: make(chan struct{})}
 	go func() {
 		defer close(p.done)
-		p.stats, p.err = s.run(ctx, lanes, after, done, ops, rowErrs, source)
+		p.stats, p.err = s.run(ctx, jobs, ops, rowErrs, source)
 	}()
 	return p
 }
 
-// run applies the lanes' ops, each lane after after[lane] is closed, closing done[lane] when it has finished.
-func (s *Sink) run(ctx context.Context, lanes [][]int32, after []<-chan struct{}, done []chan struct{}, ops []op,
-	rowErrs []rowError, source func(int) change.Change) (Stats, error) {
+func allClosed(chs []<-chan struct{}) bool {
+	for _, ch := range chs {
+		select {
+		case <-ch:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// run applies the jobs' ops, one goroutine per job when there are several.
+func (s *Sink) run(ctx context.Context, jobs []laneJob, ops []op, rowErrs []rowError, source func(int) change.Change) (Stats, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	results := make([]laneResult, len(lanes))
-	var wg sync.WaitGroup
-	for l, idx := range lanes {
-		if len(idx) == 0 {
-			continue
+	results := make([]laneResult, len(jobs))
+	runJob := func(i int) {
+		defer close(jobs[i].done)
+		results[i] = s.runLane(ctx, jobs[i].lane, ops, jobs[i].idx, jobs[i].after)
+		if results[i].err != nil {
+			cancel() // no point in finishing the other lanes
 		}
-		wg.Go(func() {
-			defer close(done[l])
-			results[l] = s.runLane(ctx, l, ops, idx, after[l])
-			if results[l].err != nil {
-				cancel() // no point in finishing the other lanes
-			}
-		})
+	}
+	var wg sync.WaitGroup
+	if len(jobs) == 1 {
+		runJob(0)
+	} else {
+		for i := range jobs {
+			wg.Go(func() { runJob(i) })
+		}
 	}
 	wg.Wait()
 	var st Stats
@@ -494,7 +539,7 @@ func (s *Sink) lane(o *op) int {
 // runLane applies the ops idx of one lane, pipeline after pipeline. While one pipeline is in flight the next one is
 // rendered, so that Redis does not wait for the client between two pipelines of a lane; the next is sent only when
 // the one before it has completed, which keeps the changes of a key in order.
-func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, after <-chan struct{}) laneResult {
+func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, after []<-chan struct{}) laneResult {
 	var res laneResult
 	if s.cluster {
 		// Every key of a script call must be in one slot. A stable sort keeps each key's changes in order.
@@ -522,17 +567,23 @@ func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, aft
 			pos = end
 		}
 		p := s.prepare(ctx, ops, calls)
-		if after != nil {
-			select { // the same lane of the call before this one
-			case <-after:
+		for _, ch := range after { // the lanes of the calls before this one
+			select {
+			case <-ch:
 			case <-ctx.Done():
 				res.err = fmt.Errorf("applying rows to Redis: %w", ctx.Err())
 				return res
 			}
-			after = nil
 		}
+		after = nil
 		if err := wait(); err != nil {
 			res.err = err
+			return res
+		}
+		if pos == len(idx) { // the last pipeline: no next one to render meanwhile
+			if err := s.execCalls(ctx, lane, ops, p, &res); err != nil {
+				res.err = err
+			}
 			return res
 		}
 		inflight = make(chan error, 1)

@@ -211,6 +211,7 @@ type stream struct {
 
 	pending   *change.Batch
 	arena     arena
+	lastBatch int              // changes in the batch handed off last
 	boundary  *change.Position // newest boundary not yet handed out
 	published change.Position  // newest boundary handed out
 	// progressed is set once the stream handed out anything, to reset backoff.
@@ -522,7 +523,9 @@ func (st *stream) heartbeat(ctx context.Context) error {
 
 func (st *stream) ensurePending() {
 	if st.pending == nil {
-		st.pending = &change.Batch{Changes: make([]change.Change, 0, min(st.s.cfg.BatchRows, 256))}
+		// Sized like the batch before: a steady load of small transactions hands off a batch per transaction,
+		// and each should not allocate (and clear) room for hundreds of changes.
+		st.pending = &change.Batch{Changes: make([]change.Change, 0, min(st.s.cfg.BatchRows, max(st.lastBatch, 8)))}
 		st.arena.reset()
 	}
 }
@@ -560,6 +563,7 @@ func (st *stream) flush(ctx context.Context, block bool) error {
 		st.s.cfg.Metrics.SourcePosition(st.published, st.eventTime)
 	}
 	st.progressed = true
+	st.lastBatch = len(b.Changes)
 	st.pending, st.boundary = nil, nil
 	return nil
 }
