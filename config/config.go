@@ -315,7 +315,7 @@ type Kafka struct {
 	Compression string `yaml:"compression"`
 	// BatchBytes is the most bytes per produce request. Default 1048576.
 	BatchBytes int `yaml:"batch_bytes"`
-	// BatchSize is the most messages per produce request. Default 1000.
+	// BatchSize is the most messages per produce request and partition. Default 256.
 	BatchSize int `yaml:"batch_size"`
 	// BatchTimeout is the longest a partial produce batch waits. Default 2ms.
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
@@ -450,7 +450,7 @@ func defaults() *Config {
 			ClientID:          "binlogsync",
 			Compression:       "none",
 			BatchBytes:        1 << 20,
-			BatchSize:         1000,
+			BatchSize:         256,
 			BatchTimeout:      2 * time.Millisecond,
 			RequiredAcks:      "all",
 			GroupID:           "binlogsync-sink",

@@ -310,6 +310,7 @@ type fetched struct {
 func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []string, out chan<- *fetched) error {
 	lastTopicCheck := time.Now()
 	var lastErrLog time.Time
+	last := 0 // messages in the batch before
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -353,7 +354,9 @@ func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []st
 			}
 			continue
 		}
-		b := &fetched{msgs: make([]kafkago.Message, 1, c.cfg.MaxBatch)}
+		// Sized like the batch before: at a steady load of small batches, room for MaxBatch messages (600 KiB)
+		// per batch would be most of the sink's allocations.
+		b := &fetched{msgs: make([]kafkago.Message, 1, min(c.cfg.MaxBatch, max(last, 16)))}
 		b.msgs[0] = m
 		// Take what else is already fetched, up to MaxBatch, waiting at
 		// most 1ms: big batches when backlogged, no delay when idle.
@@ -366,6 +369,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []st
 			b.msgs = append(b.msgs, m)
 		}
 		cancel()
+		last = len(b.msgs)
 		c.decode(b)
 		select {
 		case out <- b:
