@@ -173,6 +173,7 @@ type inflight struct {
 // is applied, and the checkpoint advances over a batch only once it and every batch before it have finished.
 func (l *ApplyLoop) runOverlapped(ctx context.Context, st Starter) error {
 	var prev *inflight
+	lastLen := 0 // changes in the batch gathered before
 	finish := func() error {
 		if prev == nil {
 			return nil
@@ -207,8 +208,11 @@ func (l *ApplyLoop) runOverlapped(ctx context.Context, st Starter) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		var changes []change.Change // a new slice: the one before may still be in flight
+		// A new slice (the one before may still be in flight), sized like the one before: gathering many small
+		// batches into a growing slice copies it over and over.
+		changes := make([]change.Change, 0, min(max(len(first.Changes), lastLen), l.MaxRows+len(first.Changes)))
 		boundary, eventTime, closed := l.gather(first, &changes)
+		lastLen = len(changes)
 		next := &inflight{changes: changes, start: time.Now(), boundary: boundary, eventTime: eventTime}
 		if len(changes) > 0 {
 			next.pending = st.Start(ctx, changes)
