@@ -589,10 +589,7 @@ func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, aft
 		inflight = make(chan error, 1)
 		go func(done chan<- error) { done <- s.execCalls(ctx, lane, ops, p, &res) }(inflight)
 	}
-	if err := wait(); err != nil {
-		res.err = err
-	}
-	return res
+	return res // idx was empty: the loop returns after the last pipeline
 }
 
 // prepared is a pipeline of script calls, rendered and not yet sent.
