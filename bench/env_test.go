@@ -82,8 +82,12 @@ func (e *benv) dbsize() int64 {
 
 // environ is binlogsync's configuration for this environment (defaults
 // otherwise, info-level text logs).
+//
+// BENCH_CHILD_ENV adds space-separated VAR=value settings to the binlogsync
+// processes only (not to the benchmark process, which runs kfake), for
+// example BENCH_CHILD_ENV="GOMAXPROCS=1 GOGC=200".
 func (e *benv) environ(ckpt string) []string {
-	return []string{
+	return append([]string{
 		"BINLOGSYNC_MYSQL_ADDR=" + e.my.Addr(),
 		"BINLOGSYNC_MYSQL_USER=root",
 		"BINLOGSYNC_MYSQL_PASSWORD=" + e.my.RootPassword,
@@ -93,7 +97,7 @@ func (e *benv) environ(ckpt string) []string {
 		"BINLOGSYNC_HTTP_ADDR=127.0.0.1:0",
 		"BINLOGSYNC_LOG_LEVEL=info",
 		"BINLOGSYNC_LOG_FORMAT=text",
-	}
+	}, strings.Fields(os.Getenv("BENCH_CHILD_ENV"))...)
 }
 
 // cpuTimes are the CPU seconds (user+system) used so far by MariaDB and Redis.

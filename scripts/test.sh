@@ -12,6 +12,8 @@ go vet ./...
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+echo "== go mod tidy"
+go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 echo "== go test -race (unit tests)"
 go test -race -count=1 -timeout 30m $(go list ./... | grep -v '/integration$') 2>&1 | tee /tmp/binlogsync-test.log
 echo "== go test -race (integration)"

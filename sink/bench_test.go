@@ -133,3 +133,60 @@ func BenchmarkRawHSet(b *testing.B) {
 		})
 	}
 }
+
+// redisCPU is the CPU seconds (user + sys) the Redis server has used: unlike serverUsec it includes parsing the
+// requests and writing the replies.
+func redisCPU(b *testing.B, rdb *redis.Client) float64 {
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var s float64
+	for _, line := range strings.Split(info, "\r\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("parsing %q: %v", line, err)
+			}
+			s += f
+		}
+	}
+	return s
+}
+
+// BenchmarkApplyNew applies batches of rows that Redis has never held (the drain of a backlog of inserts: the
+// script's fresh-call path) with the default lanes and rows per call, and reports the Redis CPU per row.
+// Run: go test -run '^$' -bench ApplyNew -benchtime 100x ./sink/
+func BenchmarkApplyNew(b *testing.B) {
+	srv := testenv.SharedRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 16})
+	b.Cleanup(func() { rdb.Close() })
+	table := &change.Table{DB: "bench", Name: "fresh", Columns: []string{"id", "name", "qty", "price", "at"}, PK: []int{0}}
+	ctx := context.Background()
+	s, err := New(rdb, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c0 := redisCPU(b, rdb)
+	rows := 0
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		changes := make([]change.Change, benchBatch)
+		for j := range changes {
+			id := strconv.Itoa(i*benchBatch + j)
+			changes[j] = ins(table, change.Version{Epoch: 1, File: 1, Pos: uint32(i + 1), Seq: uint32(j + 1)},
+				r(id, "name "+id, "12345", "123.45", "2020-01-01 00:00:00"))
+		}
+		b.StartTimer()
+		st, err := s.Apply(ctx, changes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if st.Written != len(changes) {
+			b.Fatalf("stats %+v, want %d written", st, len(changes))
+		}
+		rows += len(changes)
+	}
+	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
+	b.ReportMetric((redisCPU(b, rdb)-c0)/float64(rows)*1e6, "redis-cpu-µs/row")
+}
