@@ -9,9 +9,10 @@ import (
 
 // applyScript applies a run of rows that all live in one cluster slot.
 //
-// KEYS holds, per row, the row key and the tombstone key, and when ARGV[2] is "3" also the key-index set
-// (IndexKey; the tombstone key again for rows of tables without an index). ARGV[1] is the tombstone TTL in
-// milliseconds; then, per row: op, version, TTL in milliseconds (0 = none), n, and n more arguments:
+// KEYS holds the N row keys, then their N tombstone keys, and when ARGV[2] is "3" also N key-index sets (IndexKey;
+// the row's tombstone key again for rows of tables without an index). ARGV[1] is the tombstone TTL in
+// milliseconds; ARGV[3] is "f" when no key comes up twice in the call (the fresh path may be taken), "c"
+// otherwise; then, per row: op, version, TTL in milliseconds (0 = none), n, and n more arguments:
 //
 //	"wh"  write a hash: n/2 field/value pairs
 //	"wj"  write a JSON document: n = 1, the document
@@ -25,72 +26,91 @@ import (
 // An op with a third letter "i" keeps the table's key index (TableOptions.KeyIndex): a row written where no
 // version was found (a new key, or one written outside the pipeline) is added to it, a deleted row removed.
 //
-// A call first asks EXISTS of all its row keys, then of all its tombstones. When none exists (a backlog of new
-// rows, the common case of a drain), no row of the call has a stored version, so each row is written without
-// reading it first; a key that comes up a second time in the call takes the checked path, since the call itself
-// wrote it. Otherwise every row is checked. This saves three of the four calls per new row (HGET, GET of the
-// tombstone, DEL); the two EXISTS cost one key lookup per row and key, as the reads they replace did.
+// The fresh path: a call whose keys are all different first asks EXISTS of all its row keys, then of all its
+// tombstones. When none exists (a backlog of new rows, the common case of a drain), no row of the call has a
+// stored version, so each row is written without reading it first. This saves three of the four calls per new row
+// (HGET, GET of the tombstone, DEL); the two EXISTS cost one key lookup per row and key, as the reads they replace
+// did. A call with a repeated key always takes the checked path, since the call itself writes the key.
 //
 // Versions are compared as Lua strings: equal-length lower-case hex text orders like the versions.
 const applyScript = `
+local tombttl, stride = ARGV[1], tonumber(ARGV[2])
+local nrows = #KEYS / stride
 local res = {}
-local tombttl = ARGV[1]
-local stride = tonumber(ARGV[2])
-local nkeys = #KEYS
--- When none of the call's row keys and tombstones exists, no row of it has a stored version: the rows are
--- written without reading anything first, until a key comes up a second time (seen).
-local unseen = redis.call('EXISTS', KEYS[1]) == 0 -- most calls of existing rows stop here
-for part = 0, 1 do
-  if not unseen then break end
-  local list, n = {}, 0
-  for i = 1 + part, nkeys, stride do n = n + 1; list[n] = KEYS[i] end
-  for j = 1, n, 1000 do
-    if redis.call('EXISTS', unpack(list, j, math.min(j + 999, n))) ~= 0 then unseen = false; break end
+local a = 4
+local fresh = ARGV[3] == 'f' and redis.call('EXISTS', KEYS[1]) == 0 -- most calls of existing rows stop here
+if fresh then
+  for j = 1, 2 * nrows, 1000 do
+    if redis.call('EXISTS', unpack(KEYS, j, math.min(j + 999, 2 * nrows))) ~= 0 then fresh = false; break end
   end
 end
-local seen = {}
-local a = 3
-for i = 1, nkeys, stride do
-  local key, tomb = KEYS[i], KEYS[i + 1]
+if fresh then
+  -- No row key and no tombstone exists: nothing to read, to compare or to delete.
+  for i = 1, nrows do
+    local op, ver, ttl, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+    local first, last = a + 4, a + 3 + n
+    a = last + 1
+    local key = KEYS[i]
+    if op == 'wh' or op == 'whi' then
+      local j = first
+      repeat
+        redis.call('HSET', key, '_v', ver, unpack(ARGV, j, math.min(j + 999, last)))
+        j = j + 1000
+      until j > last
+      if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
+      if op == 'whi' then redis.call('SADD', KEYS[2 * nrows + i], key) end
+      res[i] = 1
+    elseif op == 'wj' or op == 'wji' then
+      if ttl ~= '0' then
+        redis.call('SET', key, ARGV[first], 'PX', ttl)
+      else
+        redis.call('SET', key, ARGV[first])
+      end
+      if op == 'wji' then redis.call('SADD', KEYS[2 * nrows + i], key) end
+      res[i] = 1
+    else
+      redis.call('SET', KEYS[nrows + i], ver, 'PX', tombttl)
+      if #op == 3 then redis.call('SREM', KEYS[2 * nrows + i], key) end
+      res[i] = 2
+    end
+  end
+  return res
+end
+for i = 1, nrows do
+  local key, tomb = KEYS[i], KEYS[nrows + i]
   local op, ver, ttl, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   local first, last = a + 4, a + 3 + n
   a = last + 1
-  local idx = #op == 3 and KEYS[i + 2]
+  local idx = #op == 3 and KEYS[2 * nrows + i]
   local hash = string.sub(op, 2, 2) == 'h'
-  local absent = unseen and not seen[key]
-  local cur = false
-  local hadtomb = false
-  if absent then
-    seen[key] = true
+  local cur, hadtomb
+  if hash then
+    cur = redis.pcall('HGET', key, '_v')
   else
-    if hash then
-      cur = redis.pcall('HGET', key, '_v')
-    else
-      cur = redis.pcall('GETRANGE', key, 0, 34)
-      if type(cur) == 'string' then
-        if string.sub(cur, 1, 7) == '{"_v":"' then cur = string.sub(cur, 8, 35) else cur = false end
-      end
+    cur = redis.pcall('GETRANGE', key, 0, 34)
+    if type(cur) == 'string' then
+      if string.sub(cur, 1, 7) == '{"_v":"' then cur = string.sub(cur, 8, 35) else cur = false end
     end
-    if cur == false then
-      cur = redis.pcall('GET', tomb)
-      hadtomb = cur ~= false
-    end
+  end
+  if cur == false then
+    cur = redis.pcall('GET', tomb)
+    hadtomb = cur ~= false
   end
   local fresh = cur == false or hadtomb
   if type(cur) == 'table' then
-    res[#res + 1] = tostring(cur.err or cur)
+    res[i] = tostring(cur.err or cur)
   elseif cur and ver <= cur then
-    res[#res + 1] = 0
+    res[i] = 0
   elseif string.sub(op, 1, 1) == 'd' then
-    if not absent then redis.call('DEL', key) end
+    redis.call('DEL', key)
     redis.call('SET', tomb, ver, 'PX', tombttl)
     if idx then redis.call('SREM', idx, key) end
-    res[#res + 1] = 2
+    res[i] = 2
   else
     if hash then
       -- DEL even when no version was found: a hash written outside the
       -- pipeline has no _v, and its foreign fields must not survive.
-      if not absent then redis.call('DEL', key) end
+      redis.call('DEL', key)
       local j = first
       repeat
         redis.call('HSET', key, '_v', ver, unpack(ARGV, j, math.min(j + 999, last)))
@@ -104,7 +124,7 @@ for i = 1, nkeys, stride do
     end
     if hadtomb then redis.call('DEL', tomb) end
     if fresh and idx then redis.call('SADD', idx, key) end
-    res[#res + 1] = 1
+    res[i] = 1
   end
 end
 return res
@@ -119,8 +139,9 @@ const (
 	resDeleted = 2
 )
 
-// buildCall renders the KEYS and ARGV of one script call over ops[call[0]], ops[call[1]], ...
-func (s *Sink) buildCall(ops []op, call []int32) ([]string, []any) {
+// buildCall renders the KEYS and ARGV of one script call over ops[call[0]], ops[call[1]], ... seen is scratch
+// space for finding repeated keys.
+func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) ([]string, []any) {
 	stride := 2
 	for _, k := range call {
 		if ops[k].ts.keyIndex {
@@ -128,19 +149,25 @@ func (s *Sink) buildCall(ops []op, call []int32) ([]string, []any) {
 			break
 		}
 	}
-	keys := make([]string, 0, stride*len(call))
-	args := make([]any, 2, 2+len(call)*12)
-	args[0], args[1] = s.tombTTL, stride
-	for _, k := range call {
+	n := len(call)
+	keys := make([]string, stride*n)
+	args := make([]any, 3, 3+n*12)
+	args[0], args[1], args[2] = s.tombTTL, stride, "f"
+	clear(seen)
+	for i, k := range call {
 		o := &ops[k]
 		ts := o.ts
+		if _, dup := seen[o.key]; dup {
+			args[2] = "c"
+		}
+		seen[o.key] = struct{}{}
 		tomb := tombstoneKey(o.key, int(o.slot))
-		keys = append(keys, o.key, tomb)
+		keys[i], keys[n+i] = o.key, tomb
 		if stride == 3 {
 			if ts.keyIndex {
-				keys = append(keys, s.indexKey(ts, int(o.slot)))
+				keys[2*n+i] = s.indexKey(ts, int(o.slot))
 			} else {
-				keys = append(keys, tomb) // a placeholder in the row's slot
+				keys[2*n+i] = tomb // a placeholder in the row's slot
 			}
 		}
 		ver := o.ver.String()

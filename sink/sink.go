@@ -601,8 +601,9 @@ type prepared struct {
 
 func (s *Sink) prepare(ctx context.Context, ops []op, calls [][]int32) prepared {
 	p := prepared{calls: calls, pipe: s.rdb.Pipeline(), cmds: make([]*redis.Cmd, len(calls))}
+	seen := make(map[string]struct{}, s.opts.RowsPerCall)
 	for i, call := range calls {
-		keys, args := s.buildCall(ops, call)
+		keys, args := s.buildCall(ops, call, seen)
 		p.cmds[i] = p.pipe.EvalSha(ctx, script.Hash(), keys, args...)
 	}
 	return p
