@@ -1,11 +1,10 @@
 package sink
 
 import (
-	"encoding/base64"
 	"fmt"
-	"unicode/utf8"
 
 	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/internal/jsonenc"
 )
 
 // Format is how a row is stored under its key (see the package documentation).
@@ -57,44 +56,9 @@ func appendJSON(dst []byte, cols []string, row change.Row, v change.Version) []b
 			continue
 		}
 		dst = append(dst, ',')
-		dst = appendJSONString(dst, cols[i])
+		dst = jsonenc.AppendName(dst, cols[i])
 		dst = append(dst, ':')
-		if utf8.Valid(val) {
-			dst = appendJSONString(dst, val)
-		} else {
-			dst = append(dst, `{"b64":"`...)
-			dst = base64.StdEncoding.AppendEncode(dst, val)
-			dst = append(dst, `"}`...)
-		}
+		dst = jsonenc.AppendValue(dst, val)
 	}
 	return append(dst, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-func appendJSONString[S string | []byte](dst []byte, s S) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			dst = append(dst, '\\', c)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

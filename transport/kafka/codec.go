@@ -7,15 +7,13 @@
 package kafka
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/internal/jsonenc"
 )
 
 // FormatVersion is the "format" member of every message. A decoder refuses
@@ -90,15 +88,15 @@ func Encode(dst []byte, c *change.Change, src Source) ([]byte, error) {
 	dst = append(dst, `,"op":"`...)
 	dst = append(dst, c.Op.String()...)
 	dst = append(dst, `","db":`...)
-	dst = appendName(dst, t.DB)
+	dst = jsonenc.AppendName(dst, t.DB)
 	dst = append(dst, `,"table":`...)
-	dst = appendName(dst, t.Name)
+	dst = jsonenc.AppendName(dst, t.Name)
 	dst = append(dst, `,"columns":[`...)
 	for i, col := range t.Columns {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendName(dst, col)
+		dst = jsonenc.AppendName(dst, col)
 	}
 	dst = append(dst, `],"pk":[`...)
 	for i, p := range t.PK {
@@ -108,7 +106,7 @@ func Encode(dst []byte, c *change.Change, src Source) ([]byte, error) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendName(dst, t.Columns[p])
+		dst = jsonenc.AppendName(dst, t.Columns[p])
 	}
 	dst = append(dst, `],"pk_values":[`...)
 	keyRow := c.After
@@ -119,7 +117,7 @@ func Encode(dst []byte, c *change.Change, src Source) ([]byte, error) {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendValue(dst, keyRow[p])
+		dst = jsonenc.AppendValue(dst, keyRow[p])
 	}
 	dst = append(dst, ']')
 	if c.Before != nil {
@@ -133,16 +131,16 @@ func Encode(dst []byte, c *change.Change, src Source) ([]byte, error) {
 	dst = append(dst, `,"version":"`...)
 	dst = c.Version.AppendText(dst)
 	dst = append(dst, `","source":{"file":`...)
-	dst = appendName(dst, src.File)
+	dst = jsonenc.AppendName(dst, src.File)
 	dst = append(dst, `,"pos":`...)
 	dst = strconv.AppendUint(dst, uint64(src.Pos), 10)
 	if src.GTIDSet != "" {
 		dst = append(dst, `,"gtid_set":`...)
-		dst = appendName(dst, src.GTIDSet)
+		dst = jsonenc.AppendName(dst, src.GTIDSet)
 	}
 	if src.Server != "" {
 		dst = append(dst, `,"server":`...)
-		dst = appendName(dst, src.Server)
+		dst = jsonenc.AppendName(dst, src.Server)
 	}
 	dst = append(dst, `,"epoch":`...)
 	dst = strconv.AppendUint(dst, uint64(c.Version.Epoch), 10)
@@ -162,72 +160,9 @@ func appendRow(dst []byte, t *change.Table, r change.Row) []byte {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendName(dst, t.Columns[i])
+		dst = jsonenc.AppendName(dst, t.Columns[i])
 		dst = append(dst, ':')
-		dst = appendValue(dst, v)
+		dst = jsonenc.AppendValue(dst, v)
 	}
 	return append(dst, '}')
-}
-
-// appendValue renders one column value: null, a string, or {"b64":...}.
-func appendValue(dst []byte, v []byte) []byte {
-	switch {
-	case v == nil:
-		return append(dst, "null"...)
-	case utf8.Valid(v):
-		return appendString(dst, v)
-	default:
-		dst = append(dst, `{"b64":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, v)
-		return append(dst, `"}`...)
-	}
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s, which must be valid UTF-8, as a JSON string,
-// escaping only '"', '\', control characters and U+2028/U+2029 (which break
-// JavaScript readers).
-func appendString[T string | []byte](dst []byte, s T) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		switch {
-		case b >= 0x20 && b != '"' && b != '\\' && b != 0xe2:
-			continue
-		case b == 0xe2:
-			if i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xa8 || s[i+2] == 0xa9) {
-				dst = append(dst, s[start:i]...)
-				dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[s[i+2]&0xf])
-				i += 2
-				start = i + 1
-			}
-			continue
-		}
-		dst = append(dst, s[start:i]...)
-		switch b {
-		case '"', '\\':
-			dst = append(dst, '\\', b)
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case '\t':
-			dst = append(dst, '\\', 't')
-		default:
-			dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-		}
-		start = i + 1
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
-}
-
-// appendName appends a database, table or column name (made valid UTF-8).
-func appendName(dst []byte, s string) []byte {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\ufffd")
-	}
-	return appendString(dst, s)
 }
