@@ -47,6 +47,8 @@ func run() int {
 		return app.ExitOK
 	}
 	log := app.NewLogger(cfg)
+	procs, changed := app.DefaultProcs(os.Getenv)
+	app.LogProcs(log, procs, changed)
 	opts := app.Options{CheckOnly: *check}
 	if *startFile != "" || *startGTID != "" {
 		opts.Start = config.Start{File: *startFile, Pos: uint32(*startPos), GTIDSet: *startGTID}
