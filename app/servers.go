@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"time"
 
@@ -82,17 +83,23 @@ func OpenRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, 
 	if err != nil {
 		return nil, exitErr(ExitConfig, fmt.Errorf("redis.tls: %w", err))
 	}
+	// go-redis sizes its default pool by GOMAXPROCS (10 per P), which binlogsync lowers; every lane of the two
+	// batches in flight holds a connection, next to the checkpoint store and the leader lease.
+	poolSize := r.PoolSize
+	if poolSize == 0 {
+		poolSize = max(10*runtime.GOMAXPROCS(0), 2*cfg.Sink.Lanes+6)
+	}
 	var rdb redis.UniversalClient
 	if r.Cluster() {
 		rdb = redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: r.Addrs, Username: r.Username, Password: r.Password, TLSConfig: tlsConf,
-			PoolSize: r.PoolSize, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
+			PoolSize: poolSize, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
 			MaxRedirects: 16, DisableIdentity: true,
 		})
 	} else {
 		rdb = redis.NewClient(&redis.Options{
 			Addr: r.Addr, Username: r.Username, Password: r.Password, DB: r.DB, TLSConfig: tlsConf,
-			PoolSize: r.PoolSize, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
+			PoolSize: poolSize, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
 			DisableIdentity: true,
 		})
 	}

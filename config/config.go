@@ -181,7 +181,7 @@ type Redis struct {
 	// DB is the database number; must be 0 with a cluster. Default 0.
 	DB  int       `yaml:"db"`
 	TLS ClientTLS `yaml:"tls"`
-	// PoolSize is connections per node; 0 = go-redis default. Default 0.
+	// PoolSize is connections per node; 0 = 10 per GOMAXPROCS (go-redis), at least 2 × sink.lanes + 6. Default 0.
 	PoolSize int `yaml:"pool_size"`
 	// DialTimeout, ReadTimeout, WriteTimeout bound network calls. Defaults 5s, 3s, 3s.
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
@@ -269,7 +269,7 @@ type Sink struct {
 	BatchRows int `yaml:"batch_rows"`
 	// BatchWait is the longest a partial batch waits for more rows. Default 2ms.
 	BatchWait time.Duration `yaml:"batch_wait"`
-	// Lanes is how many pipelines apply in parallel (rows hashed by key). Default 2.
+	// Lanes is how many pipelines apply in parallel (rows hashed by key). Default 4.
 	Lanes int `yaml:"lanes"`
 	// RowsPerCall is the most rows per Redis script call. Default 100.
 	RowsPerCall int `yaml:"rows_per_call"`
@@ -433,7 +433,7 @@ func defaults() *Config {
 			Format:       FormatHash,
 			BatchRows:    2000,
 			BatchWait:    2 * time.Millisecond,
-			Lanes:        2,
+			Lanes:        4,
 			RowsPerCall:  100,
 			TombstoneTTL: 24 * time.Hour,
 			QueueBatches: 16,

@@ -23,7 +23,7 @@ var ErrConfig = errors.New("sink configuration error")
 
 // Defaults of Options.
 const (
-	DefaultLanes        = 2
+	DefaultLanes        = 4
 	DefaultRowsPerCall  = 100
 	DefaultTombstoneTTL = 24 * time.Hour
 )
