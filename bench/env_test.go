@@ -113,13 +113,7 @@ func (e *benv) serverCPU() cpuTimes {
 	if err != nil {
 		e.b.Fatal(err)
 	}
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			f, _ := strconv.ParseFloat(v, 64)
-			c.redis += f
-		}
-	}
+	c.redis = testenv.RedisCPUSeconds(info)
 	return c
 }
 

@@ -3,9 +3,9 @@ package reconcile
 import (
 	"context"
 	"strconv"
-	"strings"
 	"testing"
 
+	"github.com/binlogsync/binlogsync/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -15,14 +15,7 @@ func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var s float64
-	for _, line := range strings.Split(info, "\r\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			f, _ := strconv.ParseFloat(v, 64)
-			s += f
-		}
-	}
-	return s
+	return testenv.RedisCPUSeconds(info)
 }
 
 // reconFixture is a database with the 10-column table recon of n rows, like bench/reconcile_bench_test.go's.

@@ -134,24 +134,14 @@ func BenchmarkRawHSet(b *testing.B) {
 	}
 }
 
-// redisCPU is the CPU seconds (user + sys) the Redis server has used: unlike serverUsec it includes parsing the
-// requests and writing the replies.
+// redisCPU is the CPU seconds the Redis server has used: unlike serverUsec it includes parsing the requests and
+// writing the replies.
 func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 	info, err := rdb.Info(context.Background(), "cpu").Result()
 	if err != nil {
 		b.Fatal(err)
 	}
-	var s float64
-	for _, line := range strings.Split(info, "\r\n") {
-		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatalf("parsing %q: %v", line, err)
-			}
-			s += f
-		}
-	}
-	return s
+	return testenv.RedisCPUSeconds(info)
 }
 
 // BenchmarkApplyNew applies batches of rows that Redis has never held (the drain of a backlog of inserts: the

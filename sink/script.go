@@ -35,6 +35,15 @@ import (
 // Versions are compared as Lua strings: equal-length lower-case hex text orders like the versions.
 const applyScript = `
 local tombttl, stride = ARGV[1], tonumber(ARGV[2])
+-- writehash sets the version and the field/value pairs ARGV[first..last] of a row, then its TTL.
+local function writehash(key, ver, ttl, first, last)
+  local j = first
+  repeat
+    redis.call('HSET', key, '_v', ver, unpack(ARGV, j, math.min(j + 999, last)))
+    j = j + 1000
+  until j > last
+  if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
+end
 local nrows = #KEYS / stride
 local res = {}
 local a = 4
@@ -52,12 +61,7 @@ if fresh then
     a = last + 1
     local key = KEYS[i]
     if op == 'wh' or op == 'whi' then
-      local j = first
-      repeat
-        redis.call('HSET', key, '_v', ver, unpack(ARGV, j, math.min(j + 999, last)))
-        j = j + 1000
-      until j > last
-      if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
+      writehash(key, ver, ttl, first, last)
       if op == 'whi' then redis.call('SADD', KEYS[2 * nrows + i], key) end
       res[i] = 1
     elseif op == 'wj' or op == 'wji' then
@@ -111,12 +115,7 @@ for i = 1, nrows do
       -- DEL even when no version was found: a hash written outside the
       -- pipeline has no _v, and its foreign fields must not survive.
       redis.call('DEL', key)
-      local j = first
-      repeat
-        redis.call('HSET', key, '_v', ver, unpack(ARGV, j, math.min(j + 999, last)))
-        j = j + 1000
-      until j > last
-      if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
+      writehash(key, ver, ttl, first, last)
     elseif ttl ~= '0' then
       redis.call('SET', key, ARGV[first], 'PX', ttl)
     else

@@ -178,3 +178,16 @@ func stopSharedRedis() {
 		sharedRedis = nil
 	}
 }
+
+// RedisCPUSeconds sums used_cpu_sys and used_cpu_user of an INFO cpu reply: the CPU seconds the server has used,
+// parsing requests and writing replies included.
+func RedisCPUSeconds(info string) float64 {
+	var s float64
+	for _, line := range strings.Split(info, "\r\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, _ := strconv.ParseFloat(v, 64)
+			s += f
+		}
+	}
+	return s
+}
