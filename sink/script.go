@@ -100,7 +100,7 @@ for i = 1, nrows do
     cur = redis.pcall('GET', tomb)
     hadtomb = cur ~= false
   end
-  local fresh = cur == false or hadtomb
+  local isnew = cur == false or hadtomb -- no stored version
   if type(cur) == 'table' then
     res[i] = tostring(cur.err or cur)
   elseif cur and ver <= cur then
@@ -122,7 +122,7 @@ for i = 1, nrows do
       redis.call('SET', key, ARGV[first])
     end
     if hadtomb then redis.call('DEL', tomb) end
-    if fresh and idx then redis.call('SADD', idx, key) end
+    if isnew and idx then redis.call('SADD', idx, key) end
     res[i] = 1
   end
 end
