@@ -373,7 +373,8 @@ func (c *kafkaChaos) waitGroup(members ...string) *kfake.GroupInfo {
 // deadline is 5 s + the rebalance timeout, which a busy rebalance can pass),
 // the member it created never expires: it holds partitions nobody reads,
 // where a real broker would drop it after the session timeout. When the
-// group has been stable for longer than the session timeout (10 s) with
+// group has been stable (or stuck waiting for SyncGroup) for longer than the
+// session timeout (10 s) with
 // members other than exactly one per running sink, evictGhosts removes the
 // members that are not accounted for with a LeaveGroup, as the broker's
 // session timeout would have; a live sink among them simply rejoins.
@@ -386,10 +387,13 @@ func (c *kafkaChaos) evictGhosts() {
 			perClient[m.ClientID]++
 		}
 	}
-	odd := g != nil && g.State == "Stable" && len(g.Members) != len(c.sinks)
+	// Stable, or waiting for SyncGroup: a ghost that kfake made the group's leader never sends its SyncGroup, and
+	// kfake's own pending-sync deadline (the rebalance timeout, 10 s) has been seen not to clear it.
+	settled := g != nil && (g.State == "Stable" || g.State == "CompletingRebalance")
+	odd := settled && len(g.Members) != len(c.sinks)
 	for name := range perClient {
 		if c.sinks[name] == nil {
-			odd = odd || g.State == "Stable"
+			odd = odd || settled
 		}
 	}
 	if !odd {

@@ -47,8 +47,10 @@ func run() int {
 		return app.ExitOK
 	}
 	log := app.NewLogger(cfg)
-	procs, changed := app.DefaultProcs(os.Getenv)
-	app.LogProcs(log, procs, changed)
+	if cfg.Transport.Kind == config.TransportEmbedded {
+		procs, changed := app.DefaultProcs(os.Getenv)
+		app.LogProcs(log, procs, changed)
+	}
 	opts := app.Options{CheckOnly: *check}
 	if *startFile != "" || *startGTID != "" {
 		opts.Start = config.Start{File: *startFile, Pos: uint32(*startPos), GTIDSet: *startGTID}
