@@ -14,7 +14,7 @@ import (
 // with MySQL and often Redis. Measured on 2 cores (BENCHMARKS.md): one P cuts CPU per transaction by 17 % and the
 // p99 latency of a steady load by about a third, drains one-row transactions 19 % faster, leaves narrow and Kafka
 // drains unchanged and costs the wide-row drain about 4 %. cmd/binlogsync applies it with transport.kind embedded
-// only: in Kafka mode the gain was within the noise, and a sink must answer the group protocol promptly.
+// only, for now: see the runbook ("Tuning CPU and latency") for Kafka mode.
 func DefaultProcs(getenv func(string) string) (procs int, changed bool) {
 	cur := runtime.GOMAXPROCS(0)
 	if getenv("GOMAXPROCS") != "" {
