@@ -34,7 +34,6 @@ func BenchmarkApply(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 16})
 	b.Cleanup(func() { rdb.Close() })
 	table := &change.Table{DB: "bench", Name: "narrow", Columns: []string{"id", "name", "price", "at"}, PK: []int{0}}
-	ctx := context.Background()
 	base := uint32(0)
 	for _, lanes := range []int{1, 2, 4} {
 		for _, rpc := range []int{1, 10, 50, 100, 200, 500} {
@@ -50,20 +49,25 @@ func BenchmarkApply(b *testing.B) {
 					base++
 					changes := benchChanges(table, base, benchBatch)
 					b.StartTimer()
-					st, err := s.Apply(ctx, changes)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if st.Written != len(changes) {
-						b.Fatalf("stats %+v, want %d written", st, len(changes))
-					}
-					rows += len(changes)
+					rows += applyAllWritten(b, s, changes)
 				}
 				b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 				b.ReportMetric(serverUsec(b, rdb)/float64(rows), "redis-µs/row")
 			})
 		}
 	}
+}
+
+// applyAllWritten applies changes and fails unless every one of them was written; it returns their number.
+func applyAllWritten(b *testing.B, s *Sink, changes []change.Change) int {
+	st, err := s.Apply(context.Background(), changes)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if st.Written != len(changes) {
+		b.Fatalf("stats %+v, want %d written", st, len(changes))
+	}
+	return len(changes)
 }
 
 // serverUsec returns the microseconds Redis spent executing commands since the last call (INFO commandstats),
@@ -152,7 +156,6 @@ func BenchmarkApplyNew(b *testing.B) {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 16})
 	b.Cleanup(func() { rdb.Close() })
 	table := &change.Table{DB: "bench", Name: "fresh", Columns: []string{"id", "name", "qty", "price", "at"}, PK: []int{0}}
-	ctx := context.Background()
 	s, err := New(rdb, Options{})
 	if err != nil {
 		b.Fatal(err)
@@ -168,14 +171,7 @@ func BenchmarkApplyNew(b *testing.B) {
 				r(id, "name "+id, "12345", "123.45", "2020-01-01 00:00:00"))
 		}
 		b.StartTimer()
-		st, err := s.Apply(ctx, changes)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if st.Written != len(changes) {
-			b.Fatalf("stats %+v, want %d written", st, len(changes))
-		}
-		rows += len(changes)
+		rows += applyAllWritten(b, s, changes)
 	}
 	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 	b.ReportMetric((redisCPU(b, rdb)-c0)/float64(rows)*1e6, "redis-cpu-µs/row")
