@@ -290,6 +290,16 @@ func (p *Pending) Wait() (Stats, error) {
 	return p.stats, p.err
 }
 
+// Started runs apply in a goroutine of its own and returns its Pending: a Start for an applier that has none.
+func Started(apply func() (Stats, error)) *Pending {
+	p := &Pending{done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		p.stats, p.err = apply()
+	}()
+	return p
+}
+
 func finished(st Stats, err error) *Pending {
 	p := &Pending{done: make(chan struct{}), stats: st, err: err}
 	close(p.done)

@@ -32,6 +32,13 @@ type Applier interface {
 	Apply(ctx context.Context, changes []change.Change) (sink.Stats, error)
 }
 
+// Starter is an Applier that can begin a batch while the one before is still in flight, keeping the order of
+// their changes (*sink.Sink is one). The consumer then keeps two batches in flight, so that Redis does not wait
+// while the next batch is handed over and its first pipeline rendered.
+type Starter interface {
+	Start(ctx context.Context, changes []change.Change) *sink.Pending
+}
+
 // ConsumerConfig configures a Consumer.
 type ConsumerConfig struct {
 	Common
@@ -260,20 +267,7 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 	cm := newCommitter(r.CommitMessages, c.cfg.Log, c.cfg.Metrics)
 	go cm.run(applyCtx)
 
-	var err error
-	for b := range batches {
-		if ctx.Err() != nil {
-			break // stopping: only the batch being applied is finished
-		}
-		if b.idle {
-			c.idle()
-			continue
-		}
-		if err = c.handle(applyCtx, b); err != nil {
-			break
-		}
-		cm.add(b.msgs)
-	}
+	err := c.applyLoop(ctx, applyCtx, batches, cm)
 	stopFetch()
 	for range batches { // the fetcher returns once it sees its ctx ended
 	}
@@ -293,6 +287,77 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 		return nil
 	}
 	return ferr
+}
+
+// applyLoop applies the batches in fetch order and hands the messages of each applied batch to cm, until batches
+// closes, ctx ends (the batches in flight are finished under applyCtx) or a batch fails. With a Starter it keeps
+// up to two batches in flight: the next batch is begun while the one before is applied, and a batch's offsets go
+// to cm only once it and every batch before it have finished.
+func (c *Consumer) applyLoop(ctx, applyCtx context.Context, batches <-chan *fetched, cm *committer) error {
+	st, overlap := c.apply.(Starter)
+	type inflight struct {
+		b       *fetched
+		pending *sink.Pending
+		start   time.Time
+	}
+	var prev *inflight
+	finish := func() error {
+		if prev == nil {
+			return nil
+		}
+		p := prev
+		prev = nil
+		stats, err := p.pending.Wait()
+		if err := c.applied(applyCtx, p.b, stats, err, p.start); err != nil {
+			return err
+		}
+		cm.add(p.b.msgs)
+		return nil
+	}
+	for {
+		var prevDone <-chan struct{}
+		if prev != nil {
+			prevDone = prev.pending.Done()
+		}
+		var b *fetched
+		select {
+		case got, ok := <-batches:
+			if !ok {
+				return finish()
+			}
+			b = got
+		case <-prevDone:
+			if err := finish(); err != nil {
+				return err
+			}
+			continue
+		}
+		if ctx.Err() != nil {
+			return finish() // stopping: only the batches in flight are finished
+		}
+		if b.idle {
+			if prev == nil {
+				c.idle()
+			}
+			continue
+		}
+		if !overlap || len(b.changes) == 0 {
+			if err := finish(); err != nil {
+				return err
+			}
+			if err := c.handle(applyCtx, b); err != nil {
+				return err
+			}
+			cm.add(b.msgs)
+			continue
+		}
+		next := &inflight{b: b, pending: st.Start(applyCtx, b.changes), start: time.Now()}
+		if err := finish(); err != nil {
+			next.pending.Wait() // its lanes must not outlive the consumer
+			return err
+		}
+		prev = next
+	}
 }
 
 // fetched is one batch on its way from the fetcher to the applier.
@@ -427,9 +492,19 @@ func (c *Consumer) decode(b *fetched) {
 // handle applies and dead-letters one decoded batch; its offsets may be
 // committed once it returns nil.
 func (c *Consumer) handle(ctx context.Context, b *fetched) error {
+	var st sink.Stats
+	var err error
+	start := time.Now()
 	if len(b.changes) > 0 {
-		start := time.Now()
-		st, err := c.apply.Apply(ctx, b.changes)
+		st, err = c.apply.Apply(ctx, b.changes)
+	}
+	return c.applied(ctx, b, st, err, start)
+}
+
+// applied records the outcome of applying b (begun at start): its metrics, its dead letters and its partitions'
+// lags. Its offsets may be committed once it returns nil.
+func (c *Consumer) applied(ctx context.Context, b *fetched, st sink.Stats, err error, start time.Time) error {
+	if len(b.changes) > 0 {
 		if err != nil {
 			if c.cfg.Pipeline != nil && !errors.Is(err, context.Canceled) {
 				c.cfg.Pipeline.Errors.WithLabelValues("sink").Inc()
