@@ -2,6 +2,7 @@ package app
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 )
 
@@ -25,5 +26,28 @@ func TestDefaultProcs(t *testing.T) {
 		return ""
 	}); n != 3 || changed || runtime.GOMAXPROCS(0) != 3 {
 		t.Errorf("GOMAXPROCS set: got %d (changed %v), want 3 unchanged", n, changed)
+	}
+}
+
+func TestDefaultGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(orig) })
+
+	if !DefaultGC(func(string) string { return "" }) {
+		t.Error("GOGC unset: DefaultGC reports no change")
+	}
+	if got := debug.SetGCPercent(100); got != DefaultGCPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, DefaultGCPercent)
+	}
+	if DefaultGC(func(k string) string {
+		if k == "GOGC" {
+			return "100"
+		}
+		return ""
+	}) {
+		t.Error("GOGC set: DefaultGC reports a change")
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC set: GC percent %d, want it left at 100", got)
 	}
 }

@@ -83,11 +83,13 @@ func (e *benv) loadOneRowTx(n int) (string, uint32) {
 func (e *benv) drainAll(name, table, file string, pos uint32, rows, fields int) {
 	b := e.b
 	b.ResetTimer()
-	var base, bin, prof drainResult
+	var base, serial, bin, prof drainResult
 	load := load1()
 	for range b.N {
-		base = e.drainBaseline(file, pos, rows)
+		base = e.drainBaseline(file, pos, rows, false)
 		b.Logf("baseline (go-mysql + one HSET pipeline): %s", base)
+		serial = e.drainBaseline(file, pos, rows, true)
+		b.Logf("serial baseline (go-mysql + one HSET pipeline, one goroutine): %s", serial)
 		bin = e.drainBinary(name, file, pos, rows)
 		e.checkSample([]string{e.db + ":" + table + ":1", fmt.Sprintf("%s:%s:%d", e.db, table, rows)}, fields)
 		b.Logf("binlogsync (binary): %s", bin)
@@ -99,6 +101,8 @@ func (e *benv) drainAll(name, table, file string, pos uint32, rows, fields int) 
 	b.ReportMetric(bin.streamRowsPerSec(), "stream-rows/s")
 	b.ReportMetric(base.rowsPerSec(), "baseline-rows/s")
 	b.ReportMetric(bin.rowsPerSec()/base.rowsPerSec(), "x-baseline")
+	b.ReportMetric(serial.rowsPerSec(), "serial-baseline-rows/s")
+	b.ReportMetric(bin.rowsPerSec()/serial.rowsPerSec(), "x-serial-baseline")
 	b.ReportMetric(prof.rowsPerSec(), "profiled-rows/s")
 	b.ReportMetric(float64(bin.startup.Milliseconds()), "startup-ms")
 	b.ReportMetric(float64(bin.maxRSS)/1024, "peak-RSS-MiB")

@@ -319,11 +319,17 @@ func (e *benv) drainProfiled(name, file string, pos uint32, want int) drainResul
 }
 
 // drainBaseline is the yardstick of issue 2: a bare go-mysql BinlogSyncer
-// reading from file:pos and one goroutine sending plain HSETs (no version, no
-// script), 1000 rows per pipeline, until want rows are written. Values go to
-// Redis as go-mysql decodes them (go-redis formats numbers); NULLs are left
-// out.
-func (e *benv) drainBaseline(file string, pos uint32, want int) drainResult {
+// reading from file:pos, feeding plain HSETs (no version, no script) to Redis,
+// 1000 rows per pipeline, until want rows are written. Values go to Redis as
+// go-mysql decodes them (go-redis formats numbers); NULLs are left out.
+//
+// With serial false, one goroutine turns events into HSETs while another
+// sends the pipelines (up to 16 batches between them), so Redis never waits
+// for the reader. With serial true, one goroutine does both: it sends each
+// pipeline when it has 1000 rows and reads on once Redis has answered, the
+// plainest reading of the issue's "bare reader feeding one HSET pipeline"
+// (go-mysql still parses the binlog in a goroutine of its own).
+func (e *benv) drainBaseline(file string, pos uint32, want int, serial bool) drainResult {
 	e.b.Helper()
 	e.flushRedis()
 	host, port, _ := strings.Cut(e.my.Addr(), ":")
@@ -346,18 +352,25 @@ func (e *benv) drainBaseline(file string, pos uint32, want int) drainResult {
 		key  string
 		args []any
 	}
-	batches := make(chan []hset, 16)
-	readErr := make(chan error, 1)
-	go func() { // reader
-		defer close(batches)
+	written := 0
+	write := func(hs []hset) {
+		pipe := e.rdb.Pipeline()
+		for _, h := range hs {
+			pipe.HSet(ctx, h.key, h.args...)
+		}
+		_, err := pipe.Exec(ctx)
+		mustf(e.b, err, "baseline pipeline")
+		written += len(hs)
+	}
+	// read turns events into batches of HSETs and hands each to emit.
+	read := func(emit func([]hset)) error {
 		names := map[uint64][]string{}
 		cur := make([]hset, 0, batch)
 		sent := 0
 		for sent < want {
 			ev, err := st.GetEvent(ctx)
 			if err != nil {
-				readErr <- err
-				return
+				return err
 			}
 			switch ev := ev.Event.(type) {
 			case *replication.TableMapEvent:
@@ -380,32 +393,36 @@ func (e *benv) drainBaseline(file string, pos uint32, want int) drainResult {
 					cur = append(cur, hset{key: prefix + fmt.Sprint(row[0]), args: args})
 					sent++
 					if len(cur) == batch {
-						batches <- cur
+						emit(cur)
 						cur = make([]hset, 0, batch)
 					}
 				}
 			}
 		}
 		if len(cur) > 0 {
-			batches <- cur
+			emit(cur)
 		}
-	}()
-	written := 0
-	for hs := range batches {
-		pipe := e.rdb.Pipeline()
-		for _, h := range hs {
-			pipe.HSet(ctx, h.key, h.args...)
+		return nil
+	}
+	if serial {
+		if err := read(write); err != nil {
+			e.b.Fatalf("baseline reader: %v", err)
 		}
-		_, err := pipe.Exec(ctx)
-		mustf(e.b, err, "baseline pipeline")
-		written += len(hs)
+	} else {
+		batches := make(chan []hset, 16)
+		readErr := make(chan error, 1)
+		go func() {
+			defer close(batches)
+			readErr <- read(func(hs []hset) { batches <- hs })
+		}()
+		for hs := range batches {
+			write(hs)
+		}
+		if err := <-readErr; err != nil {
+			e.b.Fatalf("baseline reader: %v", err)
+		}
 	}
 	end := time.Now()
-	select {
-	case err := <-readErr:
-		e.b.Fatalf("baseline reader: %v", err)
-	default:
-	}
 	if written != want {
 		e.b.Fatalf("baseline wrote %d rows, want %d", written, want)
 	}

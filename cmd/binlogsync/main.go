@@ -47,6 +47,9 @@ func run() int {
 		return app.ExitOK
 	}
 	log := app.NewLogger(cfg)
+	if app.DefaultGC(os.Getenv) {
+		log.Debug("garbage collector target set; set GOGC to choose", slog.Int("gogc", app.DefaultGCPercent))
+	}
 	if cfg.Transport.Kind == config.TransportEmbedded {
 		procs, changed := app.DefaultProcs(os.Getenv)
 		app.LogProcs(log, procs, changed)
