@@ -176,3 +176,104 @@ func BenchmarkApplyNew(b *testing.B) {
 	b.ReportMetric(float64(rows)/b.Elapsed().Seconds(), "rows/s")
 	b.ReportMetric((redisCPU(b, rdb)-c0)/float64(rows)*1e6, "redis-cpu-µs/row")
 }
+
+// floorScript is the least a Lua script can do to write rows: one HSET per row, no check of any kind.
+const floorScript = `
+local a = 1
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[a + 1])
+  redis.call('HSET', KEYS[i], '_v', ARGV[a], unpack(ARGV, a + 2, a + 1 + n))
+  a = a + 2 + n
+end
+return #KEYS
+`
+
+// BenchmarkWriteFloor measures the Redis CPU per new row of three ways to write the rows of BenchmarkApplyNew,
+// with the sink's default rows per call and per pipeline: plain pipelined HSETs (no fence: the issue's baseline),
+// the same HSETs from a Lua script that checks nothing (the floor of any script-based fence), and the sink.
+// Run: go test -run '^$' -bench WriteFloor -benchtime 20x ./sink/
+func BenchmarkWriteFloor(b *testing.B) {
+	srv := testenv.SharedRedis(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 16})
+	b.Cleanup(func() { rdb.Close() })
+	ctx := context.Background()
+	table := &change.Table{DB: "bench", Name: "floor", Columns: []string{"id", "name", "qty", "price", "at"}, PK: []int{0}}
+	floor := redis.NewScript(floorScript)
+	if err := floor.Load(ctx, rdb).Err(); err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(rdb, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ver := change.Version{Epoch: 1, File: 1, Pos: 1, Seq: 1}.String()
+	// pipelines sends the rows of changes in pipelines of rowsPerPipeline rows, calls of DefaultRowsPerCall.
+	pipelines := func(changes []change.Change, call func(pipe redis.Pipeliner, cs []change.Change)) {
+		for lo := 0; lo < len(changes); lo += rowsPerPipeline {
+			pipe := rdb.Pipeline()
+			hi := min(lo+rowsPerPipeline, len(changes))
+			for c := lo; c < hi; c += DefaultRowsPerCall {
+				call(pipe, changes[c:min(c+DefaultRowsPerCall, hi)])
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	ways := []struct {
+		name  string
+		apply func(changes []change.Change)
+	}{
+		{"plain-HSET", func(changes []change.Change) {
+			pipelines(changes, func(pipe redis.Pipeliner, cs []change.Change) {
+				for _, c := range cs {
+					args := []any{"_v", ver}
+					for i, v := range c.After {
+						args = append(args, table.Columns[i], v)
+					}
+					pipe.HSet(ctx, "bench:floor:"+string(c.After[0]), args...)
+				}
+			})
+		}},
+		{"lua-no-check", func(changes []change.Change) {
+			pipelines(changes, func(pipe redis.Pipeliner, cs []change.Change) {
+				keys := make([]string, 0, len(cs))
+				args := make([]any, 0, len(cs)*12)
+				for _, c := range cs {
+					keys = append(keys, "bench:floor:"+string(c.After[0]))
+					args = append(args, ver, 2*len(c.After))
+					for i, v := range c.After {
+						args = append(args, table.Columns[i], v)
+					}
+				}
+				pipe.EvalSha(ctx, floor.Hash(), keys, args...)
+			})
+		}},
+		{"sink", func(changes []change.Change) { applyAllWritten(b, s, changes) }},
+	}
+	for _, w := range ways {
+		b.Run(w.name, func(b *testing.B) {
+			if err := rdb.FlushDB(ctx).Err(); err != nil {
+				b.Fatal(err)
+			}
+			c0 := redisCPU(b, rdb)
+			rows := 0
+			for i := 0; b.Loop(); i++ {
+				b.StopTimer()
+				changes := make([]change.Change, benchBatch)
+				for j := range changes {
+					id := strconv.Itoa(i*benchBatch + j)
+					changes[j] = ins(table, change.Version{Epoch: 1, File: 1, Pos: uint32(i + 1), Seq: uint32(j + 1)},
+						r(id, "name "+id, "12345", "123.45", "2020-01-01 00:00:00"))
+				}
+				b.StartTimer()
+				w.apply(changes)
+				rows += len(changes)
+			}
+			b.ReportMetric((redisCPU(b, rdb)-c0)/float64(rows)*1e6, "redis-cpu-µs/row")
+			if n := rdb.DBSize(ctx).Val(); n < int64(rows) {
+				b.Fatalf("Redis holds %d keys, want at least %d", n, rows)
+			}
+		})
+	}
+}
