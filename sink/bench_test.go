@@ -148,6 +148,18 @@ func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 	return testenv.RedisCPUSeconds(info)
 }
 
+// newRows returns batch i of benchBatch inserts of rows that no earlier batch holds, into a table of the columns
+// id, name, qty, price, at.
+func newRows(table *change.Table, i int) []change.Change {
+	changes := make([]change.Change, benchBatch)
+	for j := range changes {
+		id := strconv.Itoa(i*benchBatch + j)
+		changes[j] = ins(table, change.Version{Epoch: 1, File: 1, Pos: uint32(i + 1), Seq: uint32(j + 1)},
+			r(id, "name "+id, "12345", "123.45", "2020-01-01 00:00:00"))
+	}
+	return changes
+}
+
 // BenchmarkApplyNew applies batches of rows that Redis has never held (the drain of a backlog of inserts: the
 // script's fresh-call path) with the default lanes and rows per call, and reports the Redis CPU per row.
 // Run: go test -run '^$' -bench ApplyNew -benchtime 100x ./sink/
@@ -164,12 +176,7 @@ func BenchmarkApplyNew(b *testing.B) {
 	rows := 0
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		changes := make([]change.Change, benchBatch)
-		for j := range changes {
-			id := strconv.Itoa(i*benchBatch + j)
-			changes[j] = ins(table, change.Version{Epoch: 1, File: 1, Pos: uint32(i + 1), Seq: uint32(j + 1)},
-				r(id, "name "+id, "12345", "123.45", "2020-01-01 00:00:00"))
-		}
+		changes := newRows(table, i)
 		b.StartTimer()
 		rows += applyAllWritten(b, s, changes)
 	}
@@ -260,12 +267,7 @@ func BenchmarkWriteFloor(b *testing.B) {
 			rows := 0
 			for i := 0; b.Loop(); i++ {
 				b.StopTimer()
-				changes := make([]change.Change, benchBatch)
-				for j := range changes {
-					id := strconv.Itoa(i*benchBatch + j)
-					changes[j] = ins(table, change.Version{Epoch: 1, File: 1, Pos: uint32(i + 1), Seq: uint32(j + 1)},
-						r(id, "name "+id, "12345", "123.45", "2020-01-01 00:00:00"))
-				}
+				changes := newRows(table, i)
 				b.StartTimer()
 				w.apply(changes)
 				rows += len(changes)
