@@ -100,6 +100,8 @@ end
 -- The pieces of a row are collected in one table and joined once: every Lua string is interned, so building
 -- "<length>:<bytes>" per column would hash each value again.
 local parts, tconcat, sha1 = {}, table.concat, redis.sha1hex
+-- lens[n] is n as a string, made once per length: table.concat would otherwise format every length with sprintf.
+local lens = setmetatable({}, {__index = function(t, n) local s = tostring(n); t[n] = s; return s end})
 local function rowhash(r, extra)
   local n = 0
   for i = 1, ncols do
@@ -110,7 +112,7 @@ local function rowhash(r, extra)
     else
       local k = kinds[i]
       if k == 's' then
-        parts[n + 1] = #v; parts[n + 2] = ':'; parts[n + 3] = v; n = n + 3
+        parts[n + 1] = lens[#v]; parts[n + 2] = ':'; parts[n + 3] = v; n = n + 3
       elseif k == 'f' then
         n = n + 1; parts[n] = canonf(v)
       else
