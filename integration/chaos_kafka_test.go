@@ -373,11 +373,11 @@ func (c *kafkaChaos) waitGroup(members ...string) *kfake.GroupInfo {
 // deadline is 5 s + the rebalance timeout, which a busy rebalance can pass),
 // the member it created never expires: it holds partitions nobody reads,
 // where a real broker would drop it after the session timeout. When the
-// group has been stable (or stuck waiting for SyncGroup) for longer than the
-// session timeout (10 s) with
-// members other than exactly one per running sink, evictGhosts removes the
-// members that are not accounted for with a LeaveGroup, as the broker's
-// session timeout would have; a live sink among them simply rejoins.
+// group has had members other than exactly one per running sink for longer
+// than the session timeout (10 s), whether stable, waiting for JoinGroups
+// or waiting for SyncGroup, evictGhosts removes the members that are not
+// accounted for with a LeaveGroup, as the broker's session timeout would
+// have; a live sink among them simply rejoins.
 func (c *kafkaChaos) evictGhosts() {
 	c.t.Helper()
 	g := c.kc.GroupInfo(c.group)
@@ -387,16 +387,22 @@ func (c *kafkaChaos) evictGhosts() {
 			perClient[m.ClientID]++
 		}
 	}
-	// Stable, or waiting for SyncGroup: a ghost that kfake made the group's leader never sends its SyncGroup, and
-	// kfake's own pending-sync deadline (the rebalance timeout, 10 s) has been seen not to clear it.
-	settled := g != nil && (g.State == "Stable" || g.State == "CompletingRebalance")
-	odd := settled && len(g.Members) != len(c.sinks)
-	for name := range perClient {
-		if c.sinks[name] == nil {
-			odd = odd || settled
+	// Stable; waiting for SyncGroup (a ghost that kfake made the group's leader never sends its SyncGroup, and
+	// kfake's own pending-sync deadline, the rebalance timeout of 10 s, has been seen not to clear it); or waiting
+	// for JoinGroups (seen in CI: PreparingRebalance for 90 s with five members per live sink, since every
+	// JoinGroup that kafka-go gave up on left one more ghost for the next round to wait for).
+	settled := g != nil && (g.State == "Stable" || g.State == "CompletingRebalance" || g.State == "PreparingRebalance")
+	// The members no running sink accounts for: those of clients that are not running, and every member of a
+	// client that has several (its live one rejoins).
+	var leave []kafkago.LeaveGroupRequestMember
+	if settled {
+		for _, m := range g.Members {
+			if c.sinks[m.ClientID] == nil || perClient[m.ClientID] > 1 {
+				leave = append(leave, kafkago.LeaveGroupRequestMember{ID: m.MemberID})
+			}
 		}
 	}
-	if !odd {
+	if len(leave) == 0 {
 		c.oddSince = time.Time{}
 		return
 	}
@@ -405,12 +411,6 @@ func (c *kafkaChaos) evictGhosts() {
 	}
 	if time.Since(c.oddSince) < 12*time.Second {
 		return
-	}
-	var leave []kafkago.LeaveGroupRequestMember
-	for _, m := range g.Members {
-		if c.sinks[m.ClientID] == nil || perClient[m.ClientID] > 1 {
-			leave = append(leave, kafkago.LeaveGroupRequestMember{ID: m.MemberID})
-		}
 	}
 	c.t.Logf("kfake kept members that no sink heartbeats for over 12s (%s); evicting %d of them",
 		c.describeGroup(), len(leave))
