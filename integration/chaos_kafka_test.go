@@ -312,6 +312,11 @@ func (c *kafkaChaos) mark(name string) []int {
 	return ids
 }
 
+// markerWait is how long waitMarkers and waitGroup wait. Recovery takes
+// seconds; with kfake's ghost members (see evictGhosts) it has taken 60 s
+// under -race.
+const markerWait = 150 * time.Second
+
 // waitMarkers waits until every marker is in Redis and returns the time
 // since since.
 func (c *kafkaChaos) waitMarkers(ids []int, since time.Time) time.Duration {
@@ -320,7 +325,7 @@ func (c *kafkaChaos) waitMarkers(ids []int, since time.Time) time.Duration {
 	for i, id := range ids {
 		keys[i] = fmt.Sprintf("%s:chaos_marker:%d", c.e.db, id)
 	}
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(markerWait)
 	for {
 		n, err := c.e.rdb.Exists(context.Background(), keys...).Result()
 		if err == nil && n == int64(len(keys)) {
@@ -333,8 +338,8 @@ func (c *kafkaChaos) waitMarkers(ids []int, since time.Time) time.Duration {
 			for name, p := range c.procs() {
 				logs = append(logs, name+":\n"+warnings(p.Log(), 20))
 			}
-			c.t.Fatalf("only %d of the markers %v in Redis after 90s (last error %v); group %s\n%s",
-				n, ids, err, c.describeGroup(), strings.Join(logs, "\n"))
+			c.t.Fatalf("only %d of the markers %v in Redis after %s (last error %v); group %s\n%s",
+				n, ids, markerWait, err, c.describeGroup(), strings.Join(logs, "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -345,7 +350,7 @@ func (c *kafkaChaos) waitMarkers(ids []int, since time.Time) time.Duration {
 func (c *kafkaChaos) waitGroup(members ...string) *kfake.GroupInfo {
 	c.t.Helper()
 	slices.Sort(members)
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(markerWait)
 	for {
 		if g := c.kc.GroupInfo(c.group); g != nil && g.State == "Stable" && g.NumAssigned() == chaosKafkaPartitions {
 			var got []string
@@ -360,8 +365,8 @@ func (c *kafkaChaos) waitGroup(members ...string) *kfake.GroupInfo {
 		c.alive()
 		c.evictGhosts()
 		if time.Now().After(deadline) {
-			c.t.Fatalf("the group did not settle on %v with all %d partitions in 60s: %s", members,
-				chaosKafkaPartitions, c.describeGroup())
+			c.t.Fatalf("the group did not settle on %v with all %d partitions in %s: %s", members,
+				chaosKafkaPartitions, markerWait, c.describeGroup())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
