@@ -452,12 +452,7 @@ func (s *Sink) start(ctx context.Context, ops []op, rowErrs []rowError, source f
 		// which saves handing the batch to another goroutine and back.
 		return finished(s.run(ctx, jobs, ops, rowErrs, source))
 	}
-	p := &Pending{done: make(chan struct{})}
-	go func() {
-		defer close(p.done)
-		p.stats, p.err = s.run(ctx, jobs, ops, rowErrs, source)
-	}()
-	return p
+	return Started(func() (Stats, error) { return s.run(ctx, jobs, ops, rowErrs, source) })
 }
 
 func allClosed(chs []<-chan struct{}) bool {
