@@ -100,8 +100,8 @@ func (e *benv) environ(ckpt string) []string {
 	}, strings.Fields(os.Getenv("BENCH_CHILD_ENV"))...)
 }
 
-// cpuTimes are the CPU seconds (user+system) used so far by MariaDB and Redis.
-type cpuTimes struct{ maria, redis float64 }
+// cpuTimes are the CPU seconds (user+system) used so far by MariaDB, Redis and this process.
+type cpuTimes struct{ maria, redis, self float64 }
 
 func (e *benv) serverCPU() cpuTimes {
 	e.b.Helper()
@@ -114,10 +114,13 @@ func (e *benv) serverCPU() cpuTimes {
 		e.b.Fatal(err)
 	}
 	c.redis = testenv.RedisCPUSeconds(info)
+	c.self = procCPU(strconv.Itoa(os.Getpid()))
 	return c
 }
 
-func (c cpuTimes) sub(o cpuTimes) cpuTimes { return cpuTimes{c.maria - o.maria, c.redis - o.redis} }
+func (c cpuTimes) sub(o cpuTimes) cpuTimes {
+	return cpuTimes{c.maria - o.maria, c.redis - o.redis, c.self - o.self}
+}
 
 // procCPU reads utime+stime of a process from /proc, in seconds.
 func procCPU(pid string) float64 {

@@ -103,6 +103,7 @@ func reportReconcilePass(b *testing.B, t reconcile.TableReport, cpu cpuTimes) {
 	b.ReportMetric(float64(t.RangesDiffered), "ranges-differed/pass")
 	b.ReportMetric(cpu.maria, "mariadb-cpu-s/pass")
 	b.ReportMetric(cpu.redis, "redis-cpu-s/pass")
+	b.ReportMetric(cpu.self, "reconciler-cpu-s/pass")
 }
 
 // BenchmarkReconcile compares zero-drift passes over 1,000,000 rows (every row hashed from its fields in Redis,

@@ -311,7 +311,7 @@ type Kafka struct {
 	TopicPerTable bool `yaml:"topic_per_table"`
 	// ClientID names this client to the brokers. Default binlogsync.
 	ClientID string `yaml:"client_id"`
-	// Compression is none | gzip | snappy | lz4 | zstd. Default none.
+	// Compression is none | gzip | snappy | lz4 | zstd. Default snappy (see docs/kafka.md).
 	Compression string `yaml:"compression"`
 	// BatchBytes is the most bytes per produce request. Default 1048576.
 	BatchBytes int `yaml:"batch_bytes"`
@@ -448,7 +448,7 @@ func defaults() *Config {
 		Kafka: Kafka{
 			Topic:             "binlogsync",
 			ClientID:          "binlogsync",
-			Compression:       "none",
+			Compression:       "snappy",
 			BatchBytes:        1 << 20,
 			BatchSize:         256,
 			BatchTimeout:      2 * time.Millisecond,

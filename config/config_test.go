@@ -56,6 +56,8 @@ func TestDefaults(t *testing.T) {
 		{"transport.kind", c.Transport.Kind, TransportEmbedded},
 		{"http.addr", c.HTTP.Addr, "127.0.0.1:9090"},
 		{"reconcile.repair", c.Reconcile.Repair, true},
+		{"kafka.compression", c.Kafka.Compression, "snappy"},
+		{"kafka.required_acks", c.Kafka.RequiredAcks, "all"},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {

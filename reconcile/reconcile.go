@@ -132,6 +132,8 @@ type Reconciler struct {
 	log    *slog.Logger
 	redis  *redisSide
 	mysqlN atomic.Int64 // bytes read from MySQL by the reconciler's connections
+	// listedFixes counts the ranges fixed from the row hashes their digest query listed (tableRun.fixListed).
+	listedFixes atomic.Int64
 
 	running atomic.Bool
 	mu      sync.Mutex

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -405,6 +407,96 @@ func TestPassFindsAndRepairsDrift(t *testing.T) {
 		t.Fatalf("pass after repair: %+v, want no drift", tr)
 	}
 }
+
+// TestDriftInEveryRange spreads drift over every range, so that after the first range the digest queries list
+// the row hashes and ranges are fixed from them (fixListed), next to a range with an orphan (found by probing,
+// fixed the other way).
+func TestDriftInEveryRange(t *testing.T) {
+	f := newFixture(t)
+	f.exec(typesDDL)
+	insertTypes(f, 1, 3000)
+	r := f.reconciler(100)
+	f.run(r, PassOptions{})
+	ctx := context.Background()
+	key := func(id int) string { return fmt.Sprintf("%s:types:%d", f.db, id) }
+	missing, stale := 0, 0
+	for id := 1; id <= 3000; id += 37 {
+		if id%2 == 0 {
+			f.rdb.Del(ctx, key(id))
+			missing++
+		} else {
+			f.rdb.HSet(ctx, key(id), "c_varchar", "drift")
+			stale++
+		}
+	}
+	f.execNoBinlog("DELETE FROM types WHERE id = 1700")
+
+	before := r.listedFixes.Load()
+	rep := f.run(r, PassOptions{})
+	tr := tableReport(t, rep, "types")
+	want := TableReport{Missing: Count{int64(missing), int64(missing)}, Stale: Count{int64(stale), int64(stale)}, Extra: Count{1, 1}}
+	if tr.Missing != want.Missing || tr.Stale != want.Stale || tr.Extra != want.Extra {
+		t.Fatalf("pass: %+v, want %+v", tr, want)
+	}
+	if d := f.differences("types"); len(d) > 0 {
+		t.Fatalf("Redis differs from MySQL after the pass:\n%s", strings.Join(d, "\n"))
+	}
+	if n := r.listedFixes.Load() - before; n == 0 || n >= int64(tr.RangesDiffered) {
+		t.Fatalf("%d of %d differing ranges fixed from listed row hashes, want all but the first and the orphan's", n, tr.RangesDiffered)
+	}
+}
+
+// TestFixListed checks the keys fixListed reads at the snapshot: a key whose hash matches is not read, a key
+// whose hash differs is read, and a key whose row is gone at the snapshot is an orphan candidate (when Redis
+// holds it).
+func TestFixListed(t *testing.T) {
+	f := newFixture(t)
+	f.exec(typesDDL)
+	insertTypes(f, 1, 10)
+	r := f.reconciler(100)
+	ctx := context.Background()
+	tb, err := loadTable(ctx, f.sqldb, f.db, "types", TableOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn, err := dial(ctx, r.cfg.MySQL, &r.mysqlN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.close()
+	f.execNoBinlog("DELETE FROM types WHERE id IN (4, 5)")
+	tr := &tableRun{r: r, tb: tb, rep: &TableReport{}}
+	c := &chunk{redis: &digestResult{count: 4}}
+	for id, h := range map[int]keyHash{
+		2: {exists: true, hash: 7},   // equal: not read
+		3: {exists: true, hash: 8},   // differs: read, the row
+		4: {exists: true, hash: 9},   // differs, row gone: orphan candidate
+		5: {exists: false},           // missing in Redis, row gone: nothing
+		6: {exists: true, bad: true}, // not a row of the table: read
+	} {
+		pk := [][]byte{[]byte(strconv.Itoa(id))}
+		k, err := tb.key(r.cfg.Sink, pk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.pks, c.keys, c.hashes = append(c.pks, pk), append(c.keys, k), append(c.hashes, 7)
+		c.redis.hashes = append(c.redis.hashes, h)
+	}
+	it, err := tr.fix(ctx, cn, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{} // key: with a row
+	for _, cd := range it.cands {
+		got[cd.key] = cd.want != nil
+	}
+	want := map[string]bool{typesKey(f, 3): true, typesKey(f, 4): false, typesKey(f, 6): true}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("candidates %v, want %v", got, want)
+	}
+}
+
+func typesKey(f *fixture, id int) string { return fmt.Sprintf("%s:types:%d", f.db, id) }
 
 // TestSamePositionRepair checks that a row edited outside the pipeline is repaired even when no binlog event
 // happened since the repair that wrote it (same snapshot version).

@@ -111,6 +111,22 @@ func parseHash16(s []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(b[:]), nil
 }
 
+// parseHashList parses n row hashes of 16 hex digits each, written one after another.
+func parseHashList(s []byte, n int) ([]uint64, error) {
+	if len(s) != 16*n {
+		return nil, fmt.Errorf("%d bytes of row hashes for %d rows (is group_concat_max_len capped?)", len(s), n)
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		h, err := parseHash16(s[16*i : 16*i+16])
+		if err != nil {
+			return nil, err
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
 // sameRow reports whether the stored fields got (metadata removed) hold want: the same fields, the same bytes,
 // FLOAT and DOUBLE compared as numbers (SPEC section 2).
 func (tb *table) sameRow(want change.Row, got map[string]string) bool {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/binlogsync/binlogsync/change"
@@ -26,6 +27,9 @@ type chunk struct {
 	keys  []string
 	count int64
 	xor   uint64
+	// hashes are the rows' MySQL hashes, in key order, when the digest query listed them (see tableRun.differing);
+	// nil otherwise.
+	hashes []uint64
 	// probes are keys of integer primary keys between and around the rows, where an orphan would live.
 	probes []string
 	// From the Redis digest.
@@ -64,7 +68,11 @@ type tableRun struct {
 	doneUpTo [][]byte       // every row up to this key is reconciled
 	saved    time.Time      // when progress was last saved
 	stalled  bool           // the stream did not move during a whole settle wait: stop waiting for it
-	slotKeys []int64        // with a key index: row keys found in Redis, by slot
+	// differing is whether the range compared last differed. While it is set, the digest queries also list each
+	// row's hash, so that fix need not hash the range in MySQL a second time (under drift spread over the whole
+	// table, every range differs; without drift, none does).
+	differing atomic.Bool
+	slotKeys  []int64 // with a key index: row keys found in Redis, by slot
 
 	cbMu sync.Mutex // serializes opts.Progress calls
 }
@@ -169,7 +177,7 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 
 // chunkQuery is the digest query of the n rows after lower: count, xor of the row hashes and the list of their
 // primary keys, computed in MySQL (the derived table is materialized, so each row is hashed once).
-func (tr *tableRun) chunkQuery(lower [][]byte, n int) (string, error) {
+func (tr *tableRun) chunkQuery(lower [][]byte, n int, withHashes bool) (string, error) {
 	tb := tr.tb
 	cond, err := tb.after(lower)
 	if err != nil {
@@ -185,6 +193,12 @@ func (tr *tableRun) chunkQuery(lower [][]byte, n int) (string, error) {
 		aliases += a
 		inner += quoteIdent(tb.cols[c].name) + " AS " + a + ", "
 	}
+	if withHashes { // and the row hashes, 16 hex digits each, in the same order
+		return fmt.Sprintf("SELECT COUNT(*), IFNULL(BIT_XOR(CAST(CONV(__x, 16, 10) AS UNSIGNED)), 0), "+
+			"GROUP_CONCAT(__k ORDER BY %s SEPARATOR ','), GROUP_CONCAT(__x ORDER BY %s SEPARATOR '') FROM "+
+			"(SELECT %s%s AS __k, %s AS __x FROM %s WHERE %s ORDER BY %s LIMIT %d) AS __c",
+			aliases, aliases, inner, tb.pkKeyExpr(), tb.rowHashExpr(), tb.quoted, cond, tb.pkOrder(), n), nil
+	}
 	return fmt.Sprintf("SELECT COUNT(*), IFNULL(BIT_XOR(__h), 0), GROUP_CONCAT(__k ORDER BY %s SEPARATOR ',') FROM "+
 		"(SELECT %s%s AS __k, CAST(CONV(%s, 16, 10) AS UNSIGNED) AS __h FROM %s WHERE %s ORDER BY %s LIMIT %d) AS __c",
 		aliases, inner, tb.pkKeyExpr(), tb.rowHashExpr(), tb.quoted, cond, tb.pkOrder(), n), nil
@@ -197,7 +211,8 @@ func (tr *tableRun) produce(ctx context.Context, cn *conn, lower [][]byte, out c
 	started := time.Now()
 	var rows int64
 	for seq := 0; ; seq++ {
-		q, err := tr.chunkQuery(lower, n)
+		withHashes := tr.differing.Load()
+		q, err := tr.chunkQuery(lower, n, withHashes)
 		if err != nil {
 			return err
 		}
@@ -207,7 +222,11 @@ func (tr *tableRun) produce(ctx context.Context, cn *conn, lower [][]byte, out c
 			return fmt.Errorf("computing the digest of a range of %s: %w", tr.tb.name(), err)
 		}
 		took := time.Since(t0)
-		if len(res) != 1 || len(res[0]) != 3 {
+		cols := 3
+		if withHashes {
+			cols = 4
+		}
+		if len(res) != 1 || len(res[0]) != cols {
 			return fmt.Errorf("computing the digest of a range of %s: unexpected result shape", tr.tb.name())
 		}
 		c := &chunk{seq: seq, lower: lower}
@@ -223,6 +242,11 @@ func (tr *tableRun) produce(ctx context.Context, cn *conn, lower [][]byte, out c
 		if int64(len(c.pks)) != c.count {
 			return fmt.Errorf("computing the digest of a range of %s: %d keys listed for %d rows (is group_concat_max_len capped?)",
 				tr.tb.name(), len(c.pks), c.count)
+		}
+		if withHashes {
+			if c.hashes, err = parseHashList(res[0][3], len(c.pks)); err != nil {
+				return fmt.Errorf("computing the digest of a range of %s: %w", tr.tb.name(), err)
+			}
 		}
 		c.keys = make([]string, len(c.pks))
 		for i, pk := range c.pks {
@@ -337,6 +361,7 @@ func (tr *tableRun) compare(ctx context.Context, c *chunk) (bool, error) {
 	c.redis = d
 	tr.countIndexed(c, d)
 	equal := d.count == c.count && d.xor == c.xor && len(d.hits) == 0
+	tr.differing.Store(!equal)
 	tr.mu.Lock()
 	tr.rep.Ranges++
 	tr.rep.Rows += c.count
@@ -393,6 +418,10 @@ func (tr *tableRun) fix(ctx context.Context, cn *conn, c *chunk) (*settleItem, e
 		return it, cn.commit(ctx)
 	}
 
+	if c.hashes != nil && len(c.redis.hits) == 0 {
+		return tr.fixListed(ctx, cn, c, it, addRows)
+	}
+
 	rows, err := cn.query(ctx, "SELECT "+tb.pkSelect()+", "+tb.rowHashExpr()+" FROM "+tb.quoted+" WHERE "+cond+
 		" ORDER BY "+tb.pkOrder())
 	if err != nil {
@@ -439,6 +468,48 @@ func (tr *tableRun) fix(ctx context.Context, cn *conn, c *chunk) (*settleItem, e
 		}
 		if err := addRows(rows); err != nil {
 			return nil, err
+		}
+	}
+	return it, cn.commit(ctx)
+}
+
+// fixListed is fix for a range whose digest query listed the MySQL row hashes: the keys whose hash differs from
+// Redis's (or that Redis lacks) are read at the snapshot, without hashing the range again. A key whose row is gone
+// at the snapshot is an orphan candidate when Redis holds it. Rows inserted after the digest query are the
+// stream's, as they are for a range whose digests matched.
+func (tr *tableRun) fixListed(ctx context.Context, cn *conn, c *chunk, it *settleItem, addRows func([][][]byte) error) (*settleItem, error) {
+	tr.r.listedFixes.Add(1)
+	var fetch []int // indexes into c.pks
+	for i, h := range c.hashes {
+		if got := c.redis.hashes[i]; !got.exists || got.bad || got.hash != h {
+			fetch = append(fetch, i)
+		}
+	}
+	for i := 0; i < len(fetch); i += fetchBatch {
+		part := fetch[i:min(i+fetchBatch, len(fetch))]
+		pks := make([][][]byte, len(part))
+		for j, k := range part {
+			pks[j] = c.pks[k]
+		}
+		in, err := tr.tb.in(pks)
+		if err != nil {
+			return nil, err
+		}
+		rows, err := cn.query(ctx, "SELECT "+tr.tb.rowSelect()+" FROM "+tr.tb.quoted+" WHERE "+in)
+		if err != nil {
+			return nil, fmt.Errorf("reading rows of %s: %w", tr.tb.name(), err)
+		}
+		if err := addRows(rows); err != nil {
+			return nil, err
+		}
+	}
+	read := make(map[string]bool, len(it.cands))
+	for _, cd := range it.cands {
+		read[cd.key] = true
+	}
+	for _, k := range fetch {
+		if !read[c.keys[k]] && c.redis.hashes[k].exists {
+			it.cands = append(it.cands, cand{key: c.keys[k]})
 		}
 	}
 	return it, cn.commit(ctx)
