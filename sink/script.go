@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
 )
 
 // applyScript applies a run of rows that all live in one cluster slot.
@@ -138,26 +140,48 @@ const (
 	resDeleted = 2
 )
 
-// buildCall renders the KEYS and ARGV of one script call over ops[call[0]], ops[call[1]], ... seen is scratch
-// space for finding repeated keys.
-func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) ([]string, []any) {
+// argBytes passes bytes to go-redis by pointer: go-redis writes an encoding.BinaryMarshaler as its bytes, and a
+// pointer fits in an interface without the heap copy that boxing a []byte (or a string) makes. The sink passes
+// each row's values, versions and keys this way: boxing them was most of its allocations per row.
+type argBytes []byte
+
+func (b *argBytes) MarshalBinary() ([]byte, error) { return *b, nil }
+
+// opcodes are the script's operation codes, boxed once: [delete][json][key index].
+var opcodes = [2][2][2]any{{{"wh", "whi"}, {"wj", "wji"}}, {{"dh", "dhi"}, {"dj", "dji"}}}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// buildCall renders the EVALSHA command of one script call over ops[call[0]], ops[call[1]], ...: the script's
+// hash, KEYS and ARGV. seen is scratch space for finding repeated keys.
+func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) []any {
 	stride := 2
+	nvals := 0
 	for _, k := range call {
 		if ops[k].ts.keyIndex {
 			stride = 3
-			break
 		}
+		nvals += len(ops[k].row)
 	}
 	n := len(call)
 	keys := make([]string, stride*n)
-	args := make([]any, 3, 3+n*12)
-	args[0], args[1], args[2] = s.tombTTL, stride, "f"
+	vals := make([]argBytes, 0, n+nvals) // versions and values; never grown, so pointers into it stay put
+	verText := make([]byte, 0, n*change.VersionLen)
+	args := make([]any, 3+stride*n, 3+stride*n+3+4*n+2*nvals)
+	args[0], args[1], args[2] = "evalsha", script.Hash(), stride*n
+	argv := len(args)
+	args = append(args, s.tombTTLArg, stride, "f")
 	clear(seen)
 	for i, k := range call {
 		o := &ops[k]
 		ts := o.ts
 		if _, dup := seen[o.key]; dup {
-			args[2] = "c"
+			args[argv+2] = "c"
 		}
 		seen[o.key] = struct{}{}
 		tomb := tombstoneKey(o.key, int(o.slot))
@@ -169,26 +193,16 @@ func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) ([]st
 				keys[2*n+i] = tomb // a placeholder in the row's slot
 			}
 		}
-		ver := o.ver.String()
-		var opcode string
-		switch {
-		case o.row == nil && ts.format == FormatJSON:
-			opcode = "dj"
-		case o.row == nil:
-			opcode = "dh"
-		case ts.format == FormatJSON:
-			opcode = "wj"
-		default:
-			opcode = "wh"
-		}
-		if ts.keyIndex {
-			opcode += "i"
-		}
+		from := len(verText)
+		verText = o.ver.AppendText(verText)
+		vals = append(vals, verText[from:len(verText):len(verText)])
+		ver := &vals[len(vals)-1]
+		opcode := opcodes[b2i(o.row == nil)][b2i(ts.format == FormatJSON)][b2i(ts.keyIndex)]
 		switch {
 		case o.row == nil:
 			args = append(args, opcode, ver, 0, 0)
 		case ts.format == FormatJSON:
-			args = append(args, opcode, ver, ts.ttl, 1, appendJSON(nil, ts.table.Columns, o.row, o.ver))
+			args = append(args, opcode, ver, ts.ttlArg, 1, appendJSON(nil, ts.table.Columns, o.row, o.ver))
 		default:
 			n := 0
 			for _, v := range o.row {
@@ -196,15 +210,21 @@ func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) ([]st
 					n++
 				}
 			}
-			args = append(args, opcode, ver, ts.ttl, 2*n)
+			args = append(args, opcode, ver, ts.ttlArg, 2*n)
 			for c, v := range o.row {
 				if v != nil {
-					args = append(args, ts.fields[c], v)
+					vals = append(vals, v)
+					args = append(args, ts.fields[c], &vals[len(vals)-1])
 				}
 			}
 		}
 	}
-	return keys, args
+	// The first key as a string: go-redis routes a call on a cluster by it.
+	args[3] = keys[0]
+	for j := 1; j < len(keys); j++ {
+		args[3+j] = &keys[j]
+	}
+	return args
 }
 
 // collect records the script's replies for call into res.

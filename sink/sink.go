@@ -112,11 +112,12 @@ func (e *RowError) Unwrap() error { return e.Err }
 // they began: each lane of a call sends its first pipeline only after the same lane of every earlier call has
 // finished, so the changes of one row keep the order of the calls that carry them.
 type Sink struct {
-	rdb     redis.UniversalClient
-	cluster bool
-	opts    Options
-	log     *slog.Logger
-	tombTTL int64 // milliseconds
+	rdb        redis.UniversalClient
+	cluster    bool
+	opts       Options
+	log        *slog.Logger
+	tombTTL    int64 // milliseconds
+	tombTTLArg any   // tombTTL boxed once
 
 	chainMu sync.Mutex
 	tails   []chan struct{} // per lane: closed when the lane of the latest call has finished
@@ -131,6 +132,7 @@ type tableState struct {
 	format Format
 	segs   []segment
 	ttl    int64 // milliseconds, 0 = none
+	ttlArg any   // ttl boxed once
 	fields []any // Columns as script arguments, boxed once
 	// keyIndex: TableOptions.KeyIndex; index caches IndexKey by slot (the lanes share it, under mu).
 	keyIndex bool
@@ -175,6 +177,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Sink, error) {
 		s.opts.TombstoneTTL = DefaultTombstoneTTL
 	}
 	s.tombTTL = max(1, s.opts.TombstoneTTL.Milliseconds())
+	s.tombTTLArg = s.tombTTL
 	s.tails = make([]chan struct{}, s.opts.Lanes)
 	for l := range s.tails {
 		s.tails[l] = make(chan struct{})
@@ -234,6 +237,7 @@ func (s *Sink) table(t *change.Table) (*tableState, error) {
 	if to.TTL > 0 {
 		ts.ttl = max(1, to.TTL.Milliseconds())
 	}
+	ts.ttlArg = ts.ttl
 	s.tables[t.FullName()] = ts
 	return ts, nil
 }
@@ -608,8 +612,10 @@ func (s *Sink) prepare(ctx context.Context, ops []op, calls [][]int32) prepared 
 	p := prepared{calls: calls, pipe: s.rdb.Pipeline(), cmds: make([]*redis.Cmd, len(calls))}
 	seen := make(map[string]struct{}, s.opts.RowsPerCall)
 	for i, call := range calls {
-		keys, args := s.buildCall(ops, call, seen)
-		p.cmds[i] = p.pipe.EvalSha(ctx, script.Hash(), keys, args...)
+		cmd := redis.NewCmd(ctx, s.buildCall(ops, call, seen)...)
+		cmd.SetFirstKeyPos(3)
+		_ = p.pipe.Process(ctx, cmd) // queued; Exec runs it
+		p.cmds[i] = cmd
 	}
 	return p
 }
