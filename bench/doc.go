@@ -6,4 +6,9 @@
 // of a temporary directory). They run against real servers started by
 // internal/testenv; scripts/bench.sh runs them and BENCHMARKS.md records the
 // figures.
+//
+// Environment: BENCH_OUT (where profiles go), BENCH_CHILD_ENV ("VAR=value ..."
+// for the binlogsync processes, to compare settings), BENCH_BIN (a binlogsync
+// binary of another build instead of building this tree, to compare builds),
+// BENCH_KFAKE_MEM=1 (kfake's in-memory log), BENCH_STEADY_RATE (tx/s).
 package bench

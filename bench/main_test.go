@@ -11,7 +11,7 @@ import (
 	"github.com/binlogsync/binlogsync/internal/testenv"
 )
 
-// binPath is the binlogsync binary built for the run (empty when no
+// binPath is the binlogsync binary built for the run, or $BENCH_BIN (empty when no
 // benchmark was asked for).
 var binPath string
 
@@ -28,10 +28,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binPath = filepath.Join(dir, "binlogsync")
-	if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/binlogsync").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building binlogsync: %v\n%s", err, out)
-		os.Exit(1)
+	if binPath = os.Getenv("BENCH_BIN"); binPath == "" { // BENCH_BIN: a binary of another build, to compare builds
+		binPath = filepath.Join(dir, "binlogsync")
+		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/binlogsync").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building binlogsync: %v\n%s", err, out)
+			os.Exit(1)
+		}
 	}
 	outDir = os.Getenv("BENCH_OUT")
 	if outDir == "" {
