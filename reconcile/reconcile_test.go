@@ -359,13 +359,9 @@ func TestFloatCanonicalForm(t *testing.T) {
 
 // TestPassFindsAndRepairsDrift injects every kind of drift and checks the report's counts and the result.
 func TestPassFindsAndRepairsDrift(t *testing.T) {
-	f := newFixture(t)
-	f.exec(typesDDL)
-	insertTypes(f, 1, 2000)
-	r := f.reconciler(100)
-	f.run(r, PassOptions{})
+	f, r := loadedTypes(t, 2000)
 	ctx := context.Background()
-	key := func(id int) string { return fmt.Sprintf("%s:types:%d", f.db, id) }
+	key := func(id int) string { return typesKey(f, id) }
 
 	// missing: 5 keys deleted
 	for _, id := range []int{1, 2, 500, 1999, 2000} {
@@ -412,13 +408,9 @@ func TestPassFindsAndRepairsDrift(t *testing.T) {
 // the row hashes and ranges are fixed from them (fixListed), next to a range with an orphan (found by probing,
 // fixed the other way).
 func TestDriftInEveryRange(t *testing.T) {
-	f := newFixture(t)
-	f.exec(typesDDL)
-	insertTypes(f, 1, 3000)
-	r := f.reconciler(100)
-	f.run(r, PassOptions{})
+	f, r := loadedTypes(t, 3000)
 	ctx := context.Background()
-	key := func(id int) string { return fmt.Sprintf("%s:types:%d", f.db, id) }
+	key := func(id int) string { return typesKey(f, id) }
 	missing, stale := 0, 0
 	for id := 1; id <= 3000; id += 37 {
 		if id%2 == 0 {
@@ -496,7 +488,19 @@ func TestFixListed(t *testing.T) {
 	}
 }
 
+// typesKey is the Redis key of row id of the types table.
 func typesKey(f *fixture, id int) string { return fmt.Sprintf("%s:types:%d", f.db, id) }
+
+// loadedTypes creates the types table with rows 1..n and loads it into Redis with a first pass.
+func loadedTypes(t *testing.T, n int) (*fixture, *Reconciler) {
+	t.Helper()
+	f := newFixture(t)
+	f.exec(typesDDL)
+	insertTypes(f, 1, n)
+	r := f.reconciler(100)
+	f.run(r, PassOptions{})
+	return f, r
+}
 
 // TestSamePositionRepair checks that a row edited outside the pipeline is repaired even when no binlog event
 // happened since the repair that wrote it (same snapshot version).

@@ -100,13 +100,19 @@ func appliers(t *testing.T, f func(t *testing.T, a func(*recorder) Applier, over
 // publish produces rows inserts to topic (one transaction each 10 rows).
 func publish(t *testing.T, ctx context.Context, common Common, table *change.Table, rows int) {
 	t.Helper()
-	prod, err := NewProducer(ProducerConfig{Common: common})
+	publishBatches(t, ctx, ProducerConfig{Common: common}, batches(table, rows, 10))
+}
+
+// publishBatches runs a producer of cfg over bs until Kafka acknowledged them all.
+func publishBatches(t *testing.T, ctx context.Context, cfg ProducerConfig, bs []*change.Batch) {
+	t.Helper()
+	prod, err := NewProducer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := make(chan *change.Batch, 4)
 	go func() {
-		for _, b := range batches(table, rows, 10) {
+		for _, b := range bs {
 			in <- b
 		}
 		close(in)

@@ -257,22 +257,9 @@ func TestProducerCompression(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			table := &change.Table{DB: "db", Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
-			prod, err := NewProducer(ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes", Log: quietLog()}, Compression: name})
-			if err != nil {
-				t.Fatal(err)
-			}
 			const rows = 300
-			in := make(chan *change.Batch, 8)
-			for _, b := range batches(table, rows, 50) {
-				in <- b
-			}
-			close(in)
-			if err := prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(change.Position) {}); err != nil {
-				t.Fatal(err)
-			}
-			if err := prod.Close(ctx); err != nil {
-				t.Fatal(err)
-			}
+			publishBatches(t, ctx, ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes", Log: quietLog()}, Compression: name},
+				batches(table, rows, 50))
 
 			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("changes"),
 				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
