@@ -457,20 +457,28 @@ func (tr *tableRun) fix(ctx context.Context, cn *conn, c *chunk) (*settleItem, e
 			it.cands = append(it.cands, cand{key: k})
 		}
 	}
-	for i := 0; i < len(fetch); i += fetchBatch {
-		in, err := tb.in(fetch[i:min(i+fetchBatch, len(fetch))])
-		if err != nil {
-			return nil, err
-		}
-		rows, err := cn.query(ctx, "SELECT "+tb.rowSelect()+" FROM "+tb.quoted+" WHERE "+in)
-		if err != nil {
-			return nil, fmt.Errorf("reading rows of %s: %w", tb.name(), err)
-		}
-		if err := addRows(rows); err != nil {
-			return nil, err
-		}
+	if err := tr.readRows(ctx, cn, fetch, addRows); err != nil {
+		return nil, err
 	}
 	return it, cn.commit(ctx)
+}
+
+// readRows reads the full rows of the primary keys pks, fetchBatch keys per query, and hands them to add.
+func (tr *tableRun) readRows(ctx context.Context, cn *conn, pks [][][]byte, add func([][][]byte) error) error {
+	for i := 0; i < len(pks); i += fetchBatch {
+		in, err := tr.tb.in(pks[i:min(i+fetchBatch, len(pks))])
+		if err != nil {
+			return err
+		}
+		rows, err := cn.query(ctx, "SELECT "+tr.tb.rowSelect()+" FROM "+tr.tb.quoted+" WHERE "+in)
+		if err != nil {
+			return fmt.Errorf("reading rows of %s: %w", tr.tb.name(), err)
+		}
+		if err := add(rows); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fixListed is fix for a range whose digest query listed the MySQL row hashes: the keys whose hash differs from
@@ -480,28 +488,15 @@ func (tr *tableRun) fix(ctx context.Context, cn *conn, c *chunk) (*settleItem, e
 func (tr *tableRun) fixListed(ctx context.Context, cn *conn, c *chunk, it *settleItem, addRows func([][][]byte) error) (*settleItem, error) {
 	tr.r.listedFixes.Add(1)
 	var fetch []int // indexes into c.pks
+	var pks [][][]byte
 	for i, h := range c.hashes {
 		if got := c.redis.hashes[i]; !got.exists || got.bad || got.hash != h {
 			fetch = append(fetch, i)
+			pks = append(pks, c.pks[i])
 		}
 	}
-	for i := 0; i < len(fetch); i += fetchBatch {
-		part := fetch[i:min(i+fetchBatch, len(fetch))]
-		pks := make([][][]byte, len(part))
-		for j, k := range part {
-			pks[j] = c.pks[k]
-		}
-		in, err := tr.tb.in(pks)
-		if err != nil {
-			return nil, err
-		}
-		rows, err := cn.query(ctx, "SELECT "+tr.tb.rowSelect()+" FROM "+tr.tb.quoted+" WHERE "+in)
-		if err != nil {
-			return nil, fmt.Errorf("reading rows of %s: %w", tr.tb.name(), err)
-		}
-		if err := addRows(rows); err != nil {
-			return nil, err
-		}
+	if err := tr.readRows(ctx, cn, pks, addRows); err != nil {
+		return nil, err
 	}
 	read := make(map[string]bool, len(it.cands))
 	for _, cd := range it.cands {

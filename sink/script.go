@@ -142,7 +142,7 @@ const (
 
 // argBytes passes bytes to go-redis by pointer: go-redis writes an encoding.BinaryMarshaler as its bytes, and a
 // pointer fits in an interface without the heap copy that boxing a []byte (or a string) makes. The sink passes
-// each row's values, versions and keys this way: boxing them was most of its allocations per row.
+// each row's values and version this way, and its keys as *string: boxing them was most of its allocations per row.
 type argBytes []byte
 
 func (b *argBytes) MarshalBinary() ([]byte, error) { return *b, nil }
