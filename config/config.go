@@ -313,9 +313,9 @@ type Kafka struct {
 	ClientID string `yaml:"client_id"`
 	// Compression is none | gzip | snappy | lz4 | zstd. Default snappy (see docs/kafka.md).
 	Compression string `yaml:"compression"`
-	// BatchBytes is the most bytes per produce request. Default 1048576.
+	// BatchBytes is the most bytes of one partition's batch in a produce request. Default 1048576.
 	BatchBytes int `yaml:"batch_bytes"`
-	// BatchSize is the most messages per produce request and partition. Default 256.
+	// BatchSize is the most messages of one partition's batch in a produce request. Default 256.
 	BatchSize int `yaml:"batch_size"`
 	// BatchTimeout is the longest a partial produce batch waits. Default 2ms.
 	BatchTimeout time.Duration `yaml:"batch_timeout"`

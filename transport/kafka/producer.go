@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -146,7 +145,7 @@ type ProducerConfig struct {
 	Common
 	// Compression is none | gzip | snappy | lz4 | zstd.
 	Compression string
-	// BatchBytes and BatchSize bound one produce request per partition.
+	// BatchBytes and BatchSize bound one partition's batch in a produce request.
 	BatchBytes int
 	BatchSize  int
 	// BatchTimeout is how long a partial batch waits for more messages
@@ -166,13 +165,14 @@ type ProducerConfig struct {
 // Producer publishes change batches to Kafka.
 type Producer struct {
 	cfg    ProducerConfig
-	w      *kafkago.Writer
+	s      *sender
 	client *kafkago.Client
 	tr     *tracker
 
-	mu     sync.Mutex
-	failed error
-	fail   chan struct{}
+	mu      sync.Mutex
+	failed  error
+	fail    chan struct{}
+	lastLog time.Time // of the last "retrying" warning
 
 	topics map[string]bool // topics known to exist
 }
@@ -222,34 +222,8 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		fail:   make(chan struct{}),
 		topics: map[string]bool{},
 	}
-	p.w = &kafkago.Writer{
-		Addr: kafkago.TCP(cfg.Brokers...),
-		// Murmur2 is the Java client's default partitioner: a row lands on
-		// the same partition whichever client computes it.
-		Balancer:        &kafkago.Murmur2Balancer{},
-		MaxAttempts:     math.MaxInt32, // transient errors are retried until the broker is back
-		WriteBackoffMin: 100 * time.Millisecond,
-		WriteBackoffMax: time.Second,
-		BatchSize:       cfg.BatchSize,
-		BatchBytes:      int64(cfg.BatchBytes),
-		BatchTimeout:    cfg.BatchTimeout,
-		ReadTimeout:     10 * time.Second,
-		WriteTimeout:    10 * time.Second,
-		RequiredAcks:    acks,
-		Async:           true,
-		Completion:      p.completion,
-		Compression:     comp,
-		Transport:       tp,
-		// Topics are created explicitly (kafka.create_topic), with the
-		// configured partitions and replication.
-		AllowAutoTopicCreation: false,
-		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
-			cfg.Log.Debug("kafka writer: " + fmt.Sprintf(msg, args...))
-		}),
-	}
-	if !cfg.TopicPerTable {
-		p.w.Topic = cfg.Topic
-	}
+	p.s = newSender(tp, kafkago.TCP(cfg.Brokers...), acks, comp, cfg.BatchTimeout, cfg.BatchSize, cfg.BatchBytes,
+		p.completion, p.retrying)
 	return p, nil
 }
 
@@ -279,6 +253,23 @@ func (p *Producer) completion(msgs []kafkago.Message, err error) {
 	}
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.Produced.Add(float64(len(msgs)))
+	}
+}
+
+// retrying is told of every failed produce request that the sender sends again.
+func (p *Producer) retrying(err error) {
+	if p.cfg.Metrics != nil {
+		p.cfg.Metrics.ProduceErrors.Inc()
+	}
+	p.mu.Lock()
+	log := time.Since(p.lastLog) > 5*time.Second
+	if log {
+		p.lastLog = time.Now()
+	}
+	p.mu.Unlock()
+	if log {
+		p.cfg.Log.Warn("kafka unavailable; retrying", slog.String("doing", "publishing"), slog.String("error", err.Error()),
+			slog.Int("unacknowledged", p.tr.inFlight()))
 	}
 }
 
@@ -364,13 +355,10 @@ func (p *Producer) Run(ctx context.Context, start change.Position, in <-chan *ch
 					}
 					p.topics[topic] = true
 				}
-				m := kafkago.Message{Key: buf[ks:ke:ke], Value: buf[ke:len(buf):len(buf)], WriterData: first + uint64(i)}
-				if p.cfg.TopicPerTable {
-					m.Topic = topic
-				}
-				msgs = append(msgs, m)
+				msgs = append(msgs, kafkago.Message{Topic: topic, Key: buf[ks:ke:ke], Value: buf[ke:len(buf):len(buf)],
+					WriterData: first + uint64(i)})
 			}
-			if err := p.retry(ctx, "publishing", func() error { return p.w.WriteMessages(ctx, msgs...) }); err != nil {
+			if err := p.retry(ctx, "publishing", func() error { return p.s.write(ctx, msgs) }); err != nil {
 				return err
 			}
 		}
@@ -442,18 +430,14 @@ func (p *Producer) drain(ctx context.Context) error {
 	return err
 }
 
-// Close stops the writer, waiting at most until ctx ends for messages still
-// in flight (their boundaries were not checkpointed, so they are sent again
-// after a restart).
+// Close sends what is queued and stops, waiting at most until ctx ends for
+// messages still in flight (their boundaries were not checkpointed, so they
+// are sent again after a restart).
 func (p *Producer) Close(ctx context.Context) error {
-	done := make(chan error, 1)
-	go func() { done <- p.w.Close() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("closing the kafka writer: %d messages still unacknowledged: %w", p.tr.inFlight(), ctx.Err())
+	if err := p.s.close(ctx); err != nil {
+		return fmt.Errorf("closing the kafka producer: %d messages still unacknowledged: %w", p.tr.inFlight(), err)
 	}
+	return nil
 }
 
 // fileNamer rebuilds binlog file names from file sequence numbers, using the
