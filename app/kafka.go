@@ -113,6 +113,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			Common:          common,
 			GroupID:         cfg.Kafka.GroupID,
 			SessionTimeout:  cfg.Kafka.SessionTimeout,
+			CommitInterval:  cfg.Kafka.CommitInterval,
 			DeadLetterTopic: cfg.Kafka.DeadLetterTopic,
 			MaxBatch:        max(cfg.Sink.BatchRows*2, 1),
 			ShutdownTimeout: cfg.ShutdownTimeout,

@@ -326,6 +326,9 @@ type Kafka struct {
 	// SessionTimeout is how long the group waits for a silent sink before
 	// giving its partitions to the others. Default 10s.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// CommitInterval is the least time between two offset commits of a sink;
+	// 0 commits after every applied batch. Default 100ms.
+	CommitInterval time.Duration `yaml:"commit_interval"`
 	// CreateTopic creates missing topics at start. Default false.
 	CreateTopic bool `yaml:"create_topic"`
 	// Partitions and ReplicationFactor apply to created topics. Defaults 12, 1.
@@ -455,6 +458,7 @@ func defaults() *Config {
 			RequiredAcks:      "all",
 			GroupID:           "binlogsync-sink",
 			SessionTimeout:    10 * time.Second,
+			CommitInterval:    100 * time.Millisecond,
 			Partitions:        12,
 			ReplicationFactor: 1,
 			DeadLetterTopic:   "binlogsync-dlq",

@@ -411,6 +411,7 @@ func (c *Config) validateKafka() error {
 		c.oneOf("kafka.required_acks", k.RequiredAcks, "all", "one", "none"),
 		c.notEmpty("kafka.group_id", k.GroupID, "set the sinks' consumer group, like \"binlogsync-sink\""),
 		c.positiveDuration("kafka.session_timeout", k.SessionTimeout),
+		c.nonNegativeDuration("kafka.commit_interval", k.CommitInterval),
 		c.positive("kafka.partitions", k.Partitions),
 		c.positive("kafka.replication_factor", k.ReplicationFactor),
 		c.oneOf("kafka.sasl.mechanism", k.SASL.Mechanism, SASLNone, SASLPlain, SASLScramSHA256, SASLScramSHA512),

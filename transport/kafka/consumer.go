@@ -53,6 +53,9 @@ type ConsumerConfig struct {
 	// defaults to a tenth of it.
 	SessionTimeout    time.Duration
 	HeartbeatInterval time.Duration
+	// CommitInterval is the least time between two offset commits (0: commit
+	// after every applied batch).
+	CommitInterval time.Duration
 	// ShutdownTimeout bounds how long the batch in flight may take to apply
 	// and commit once Run's ctx ended (default 10s).
 	ShutdownTimeout time.Duration
@@ -264,7 +267,7 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 		defer close(batches)
 		fetchErr <- c.fetchLoop(fetchCtx, r, topics, batches)
 	}()
-	cm := newCommitter(r.CommitMessages, c.cfg.Log, c.cfg.Metrics)
+	cm := newCommitter(r.CommitMessages, c.cfg.CommitInterval, c.cfg.Log, c.cfg.Metrics)
 	go cm.run(applyCtx)
 
 	err := c.applyLoop(ctx, applyCtx, batches, cm)
@@ -593,14 +596,16 @@ type committer struct {
 	high    map[topicPartition]int64 // the newest offset ever added
 	count   int                      // messages added since the last commit
 
-	kick chan struct{} // capacity 1: there is something to commit
-	stop chan struct{} // closed by close: commit what is pending and return
-	done chan struct{}
-	err  error // the context error that stopped a final commit
+	kick     chan struct{} // capacity 1: there is something to commit
+	stop     chan struct{} // closed by close: commit what is pending and return
+	interval time.Duration // the least time between the starts of two commits
+	done     chan struct{}
+	err      error // the context error that stopped a final commit
 }
 
-func newCommitter(commit func(context.Context, ...kafkago.Message) error, log *slog.Logger, m *metrics.Kafka) *committer {
-	return &committer{commit: commit, log: log, metrics: m, pending: map[topicPartition]kafkago.Message{},
+func newCommitter(commit func(context.Context, ...kafkago.Message) error, interval time.Duration, log *slog.Logger,
+	m *metrics.Kafka) *committer {
+	return &committer{commit: commit, interval: interval, log: log, metrics: m, pending: map[topicPartition]kafkago.Message{},
 		high: map[topicPartition]int64{},
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 }
@@ -631,14 +636,27 @@ func (cm *committer) add(msgs []kafkago.Message) {
 // ctx) and returns.
 func (cm *committer) run(ctx context.Context) {
 	defer close(cm.done)
+	wait := time.NewTimer(0)
+	<-wait.C
+	var last time.Time
 	for {
 		select {
 		case <-cm.kick:
-			cm.flush(ctx)
 		case <-cm.stop:
 			cm.flush(ctx)
 			return
 		}
+		if d := cm.interval - time.Since(last); d > 0 {
+			wait.Reset(d)
+			select {
+			case <-wait.C:
+			case <-cm.stop:
+				cm.flush(ctx)
+				return
+			}
+		}
+		last = time.Now()
+		cm.flush(ctx)
 	}
 }
 

@@ -272,7 +272,7 @@ func TestCommitterCoalesces(t *testing.T) {
 			<-release // the first commit is slow
 		}
 		return nil
-	}, quietLog(), nil)
+	}, 0, quietLog(), nil)
 	go cm.run(context.Background())
 	msg := func(p int, off int64) kafkago.Message { return kafkago.Message{Topic: "t", Partition: p, Offset: off} }
 	cm.add([]kafkago.Message{msg(0, 1), msg(1, 5)})
@@ -302,5 +302,50 @@ func TestCommitterCoalesces(t *testing.T) {
 	}
 	if len(got) != 2 || got[0] != 4 || got[1] != 6 {
 		t.Errorf("second commit %v, want partition 0 at 4 and 1 at 6", got)
+	}
+}
+
+// TestCommitterInterval: with a commit interval, offsets applied in quick succession are committed together, at
+// most once per interval, and close commits the newest at once.
+func TestCommitterInterval(t *testing.T) {
+	var mu sync.Mutex
+	var times []time.Time
+	var lastCommit []kafkago.Message
+	const interval = 100 * time.Millisecond
+	cm := newCommitter(func(ctx context.Context, msgs ...kafkago.Message) error {
+		mu.Lock()
+		times = append(times, time.Now())
+		lastCommit = msgs
+		mu.Unlock()
+		return nil
+	}, interval, quietLog(), nil)
+	go cm.run(context.Background())
+	start := time.Now()
+	var off int64
+	for time.Since(start) < 350*time.Millisecond {
+		off++
+		cm.add([]kafkago.Message{{Topic: "t", Partition: 0, Offset: off}})
+		time.Sleep(time.Millisecond)
+	}
+	closeStart := time.Now()
+	if err := cm.close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(closeStart); d > interval/2 {
+		t.Errorf("close took %s: it waited for the interval", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// About 350 batches were added: commits at 0, 100, 200, 300 ms and the last one at close.
+	if len(times) < 2 || len(times) > 6 {
+		t.Fatalf("%d commits for %d batches in 350ms, want one per %s and one at close", len(times), off, interval)
+	}
+	for i := 1; i < len(times)-1; i++ { // the last is the one at close
+		if gap := times[i].Sub(times[i-1]); gap < interval-5*time.Millisecond {
+			t.Errorf("commits %d and %d %s apart, want at least %s", i-1, i, gap, interval)
+		}
+	}
+	if len(lastCommit) != 1 || lastCommit[0].Offset != off {
+		t.Errorf("last commit %v, want offset %d", lastCommit, off)
 	}
 }
