@@ -40,6 +40,7 @@ type sender struct {
 	linger     time.Duration
 	batchSize  int
 	batchBytes int
+	maxRound   int // bytes of one round (maxRoundBytes)
 	timeout    time.Duration
 	done       func(msgs []kafkago.Message, err error)
 	retrying   func(err error) // a round failed and will be sent again
@@ -53,6 +54,8 @@ type sender struct {
 	oldest   time.Time    // when the oldest queued message was written
 	full     bool         // some queue holds a full batch
 	closing  bool
+	failed   error // the first permanent error: nothing more is sent
+	next     int   // the queue (in order) that leads the next round
 	parts    map[string][]int // partition ids 0..n-1 of each known topic
 	leaders  map[topicPart]int32
 	metaTime time.Time // when parts and leaders were last refreshed
@@ -73,6 +76,13 @@ type partQueue struct {
 	bytes int
 }
 
+// maxRoundBytes bounds one produce request (the brokers refuse requests over socket.request.max.bytes, 100 MiB
+// by default); a round takes whole partition batches up to it.
+const maxRoundBytes = 16 << 20
+
+// batchHeader is the size of a record batch's header (format v2).
+const batchHeader = 61
+
 // recordOverhead approximates a record's framing in a batch (length, attributes, deltas, header count).
 const recordOverhead = 16
 
@@ -89,7 +99,7 @@ func newSender(tr *kafkago.Transport, addr net.Addr, acks kafkago.RequiredAcks, 
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &sender{
 		tr: tr, addr: addr, acks: acks, attrs: protocol.Attributes(comp) & 7, linger: linger,
-		batchSize: batchSize, batchBytes: batchBytes, timeout: 10 * time.Second, done: done, retrying: retrying,
+		batchSize: batchSize, batchBytes: batchBytes, maxRound: max(maxRoundBytes, batchBytes), timeout: 10 * time.Second, done: done, retrying: retrying,
 		wake:    make(chan struct{}, 1),
 		queues:  map[topicPart]*partQueue{},
 		parts:   map[string][]int{},
@@ -116,7 +126,7 @@ func (s *sender) signal() {
 func (s *sender) write(ctx context.Context, msgs []kafkago.Message) error {
 	last := ""
 	for i := range msgs {
-		if size := msgSize(&msgs[i]); size > s.batchBytes {
+		if size := msgSize(&msgs[i]) + batchHeader; size > s.batchBytes {
 			return kafkago.MessageTooLargeError{Message: msgs[i], Remaining: msgs[i+1:]}
 		}
 		topic := msgs[i].Topic
@@ -133,12 +143,15 @@ func (s *sender) write(ctx context.Context, msgs []kafkago.Message) error {
 			}
 		}
 	}
-	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
 	if s.closing {
 		return io.ErrClosedPipe
 	}
+	now := time.Now()
 	for i := range msgs {
 		if len(s.parts[msgs[i].Topic]) == 0 {
 			return fmt.Errorf("topic %s: no partitions known", msgs[i].Topic)
@@ -150,8 +163,8 @@ func (s *sender) write(ctx context.Context, msgs []kafkago.Message) error {
 	wake := s.queued == 0
 	for i := range msgs {
 		m := msgs[i]
-		m.Time = now
 		key := topicPart{m.Topic, int32(s.balancer.Balance(m, s.parts[m.Topic]...))}
+		m.Partition = int(key.partition)
 		q := s.queues[key]
 		if q == nil {
 			q = &partQueue{key: key}
@@ -172,7 +185,8 @@ func (s *sender) write(ctx context.Context, msgs []kafkago.Message) error {
 }
 
 // refresh reads the partitions and leaders of topics (every known topic when none is named) from the transport's
-// metadata cache, which kafka-go refreshes every MetadataTTL and after errors.
+// metadata cache, which kafka-go refreshes every MetadataTTL (2 s, set in Common.transport): after a leader change
+// the batches for the moved partitions are retried until the cache shows the new leader.
 func (s *sender) refresh(ctx context.Context, topics ...string) error {
 	if len(topics) == 0 {
 		s.mu.Lock()
@@ -279,9 +293,16 @@ func (s *sender) run(ctx context.Context) {
 func (s *sender) take() []batch {
 	var round []batch
 	s.full = false
-	for _, q := range s.order {
+	roundBytes := 0
+	start := s.next % len(s.order)
+	s.next = start + 1 // partitions left out of a full round lead the next
+	for i := range s.order {
+		q := s.order[(start+i)%len(s.order)]
 		if len(q.msgs) == 0 {
 			continue
+		}
+		if roundBytes > 0 && roundBytes+min(q.bytes, s.batchBytes) > s.maxRound {
+			break // the broker's request size limit; the rest go next
 		}
 		n, size := 0, 0
 		for n < len(q.msgs) && n < s.batchSize {
@@ -292,6 +313,7 @@ func (s *sender) take() []batch {
 			size += ms
 			n++
 		}
+		roundBytes += size
 		round = append(round, batch{q: q, msgs: q.msgs[:n:n]})
 		if n == len(q.msgs) {
 			q.msgs = nil // the sent messages' array is released with the round
@@ -315,6 +337,9 @@ func (s *sender) take() []batch {
 func (s *sender) requeue(batches []batch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.failed != nil {
+		return // nothing more is sent
+	}
 	for _, b := range batches {
 		q := b.q
 		q.msgs = append(b.msgs, q.msgs...)
@@ -367,6 +392,7 @@ func (s *sender) send(ctx context.Context, round []batch) ([]batch, error) {
 // sendTo sends batches whose partitions share a leader in one produce request.
 func (s *sender) sendTo(ctx context.Context, batches []batch) ([]batch, error) {
 	req := &produceAPI.Request{Acks: int16(s.acks), Timeout: int32(s.timeout / time.Millisecond)}
+	now := time.Now() // the records' timestamp: when they are sent, as kafka-go's Writer stamps them
 	topicIdx := map[string]int{}
 	for _, b := range batches {
 		i, ok := topicIdx[b.q.key.topic]
@@ -377,7 +403,7 @@ func (s *sender) sendTo(ctx context.Context, batches []batch) ([]batch, error) {
 		}
 		req.Topics[i].Partitions = append(req.Topics[i].Partitions, produceAPI.RequestPartition{
 			Partition: b.q.key.partition,
-			RecordSet: protocol.RecordSet{Attributes: s.attrs, Records: &records{msgs: b.msgs}},
+			RecordSet: protocol.RecordSet{Attributes: s.attrs, Records: &records{msgs: b.msgs, time: now}},
 		})
 	}
 	rctx, cancel := context.WithTimeout(ctx, s.timeout+5*time.Second)
@@ -387,18 +413,14 @@ func (s *sender) sendTo(ctx context.Context, batches []batch) ([]batch, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		var kerr kafkago.Error
-		if errors.As(err, &kerr) && !kerr.Temporary() {
-			for _, b := range batches {
-				s.done(b.msgs, err)
-			}
-			return nil, nil
-		}
+		// Whatever failed the request as a whole (a connection refused or closed, a broker that left the
+		// layout, a SASL handshake cut by a restart) is retried: nothing was appended, or a retry appends a
+		// duplicate, which the version fence makes harmless. A lasting cause shows in the logged warnings.
 		return batches, err
 	}
 	if s.acks == kafkago.RequireNone {
 		for _, b := range batches {
-			s.done(b.msgs, nil)
+			s.finish(b, nil)
 		}
 		return nil, nil
 	}
@@ -422,10 +444,10 @@ func (s *sender) sendTo(ctx context.Context, batches []batch) ([]batch, error) {
 		case !answered[key]:
 			err = fmt.Errorf("the broker did not answer for %s[%d]", key.topic, key.partition)
 		case !failed:
-			s.done(b.msgs, nil)
+			s.finish(b, nil)
 			continue
 		case !err.(kafkago.Error).Temporary():
-			s.done(b.msgs, err)
+			s.finish(b, err)
 			continue
 		}
 		retry = append(retry, b)
@@ -434,6 +456,29 @@ func (s *sender) sendTo(ctx context.Context, batches []batch) ([]batch, error) {
 		}
 	}
 	return retry, first
+}
+
+// finish reports a batch to done, then drops its messages from the queue's array, which may live on (while the
+// queue never empties) and would otherwise keep the messages' buffers.
+//
+// After a permanent error nothing more is sent: the messages queued behind the refused ones would leave a gap in
+// their partitions, and after the restart that follows, the refused messages would come after them. write returns
+// the error from then on.
+func (s *sender) finish(b batch, err error) {
+	if err != nil {
+		s.mu.Lock()
+		if s.failed == nil {
+			s.failed = err
+			for _, q := range s.order {
+				clear(q.msgs)
+				q.msgs, q.bytes = nil, 0
+			}
+			s.queued, s.full = 0, false
+		}
+		s.mu.Unlock()
+	}
+	s.done(b.msgs, err)
+	clear(b.msgs)
 }
 
 // close sends what is queued and stops, or gives up when ctx ends. Messages given up on are not reported to done.
@@ -455,6 +500,7 @@ func (s *sender) close(ctx context.Context) error {
 // records reads a batch's messages as a protocol.RecordReader.
 type records struct {
 	msgs       []kafkago.Message
+	time       time.Time
 	i          int
 	rec        protocol.Record
 	key, value bytesReader
@@ -470,7 +516,7 @@ func (r *records) ReadRecord() (*protocol.Record, error) {
 	}
 	m := &r.msgs[r.i]
 	r.i++
-	r.rec = protocol.Record{Time: m.Time}
+	r.rec = protocol.Record{Time: r.time}
 	if m.Key != nil {
 		r.key.Reset(m.Key)
 		r.rec.Key = &r.key

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	kafkago "github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -229,7 +230,111 @@ func TestSenderFatalError(t *testing.T) {
 	if advanced {
 		t.Fatal("the checkpoint advanced over refused messages")
 	}
+	if err := prod.s.write(ctx, []kafkago.Message{{Topic: "changes", Key: []byte("k"), Value: []byte("v")}}); err == nil {
+		t.Fatal("the sender took a message after a permanent error")
+	}
 	closeCtx, cancelClose := context.WithTimeout(ctx, time.Second)
 	defer cancelClose()
 	_ = prod.Close(closeCtx)
+}
+
+// TestSenderLeaderChanges publishes to twelve partitions on three brokers while the partitions' leaders move:
+// requests go to the leaders the metadata names, batches a former leader refuses are sent again, and every row
+// arrives once, each partition's in order, with the checkpoint at the end.
+func TestSenderLeaderChanges(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(12, "changes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	brokers := c.ListenAddrs()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	stop := make(chan struct{})
+	var shuffles atomic.Int32
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+				c.ShufflePartitionLeaders()
+				shuffles.Add(1)
+			}
+		}
+	}()
+	table := &change.Table{DB: "db", Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
+	const rows = 10000
+	prod, err := NewProducer(ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes", Log: quietLog()},
+		BatchSize: 50, MaxInFlight: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make(chan *change.Batch)
+	go func() {
+		for _, b := range batches(table, rows, 20) {
+			in <- b
+			time.Sleep(5 * time.Millisecond) // about 2.5 s of writes
+		}
+		close(in)
+	}()
+	var last change.Position
+	if err := prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(p change.Position) { last = p }); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	if err := prod.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if shuffles.Load() == 0 {
+		t.Fatal("the leaders never moved")
+	}
+	if last.Pos != rows {
+		t.Fatalf("checkpoint at %d, want %d", last.Pos, rows)
+	}
+	checkOnceInOrder(t, readPartitions(t, ctx, brokers, "changes", 12, rows), rows)
+}
+
+// TestSenderTakeBoundsRounds: a round takes at most a full batch of each partition and stops at the round's byte
+// limit; the partitions left out lead the next round, and every message is taken once, in order.
+func TestSenderTakeBoundsRounds(t *testing.T) {
+	s := &sender{batchSize: 4, batchBytes: 1000, maxRound: 250, queues: map[topicPart]*partQueue{}}
+	for p := range 4 {
+		q := &partQueue{key: topicPart{"t", int32(p)}}
+		for i := range 6 {
+			m := kafkago.Message{Topic: "t", Partition: p, Value: make([]byte, 34), WriterData: i} // 50 bytes each
+			q.msgs = append(q.msgs, m)
+			q.bytes += msgSize(&m)
+			s.queued++
+		}
+		s.queues[q.key] = q
+		s.order = append(s.order, q)
+	}
+	next := map[int]int{} // the next message index expected of each partition
+	for rounds := 0; s.queued > 0; rounds++ {
+		if rounds > 10 {
+			t.Fatalf("%d messages left after 10 rounds", s.queued)
+		}
+		bytes := 0
+		for _, b := range s.take() {
+			if len(b.msgs) > s.batchSize {
+				t.Fatalf("a batch of %d messages, limit %d", len(b.msgs), s.batchSize)
+			}
+			for _, m := range b.msgs {
+				if m.WriterData.(int) != next[m.Partition] {
+					t.Fatalf("partition %d: message %d, want %d", m.Partition, m.WriterData, next[m.Partition])
+				}
+				next[m.Partition]++
+				bytes += msgSize(&m)
+			}
+		}
+		if bytes > s.maxRound+s.batchSize*50 {
+			t.Fatalf("a round of %d bytes, limit %d plus one batch", bytes, s.maxRound)
+		}
+	}
+	for p := range 4 {
+		if next[p] != 6 {
+			t.Fatalf("partition %d: %d messages taken, want 6", p, next[p])
+		}
+	}
 }
