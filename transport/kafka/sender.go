@@ -54,8 +54,8 @@ type sender struct {
 	oldest   time.Time    // when the oldest queued message was written
 	full     bool         // some queue holds a full batch
 	closing  bool
-	failed   error // the first permanent error: nothing more is sent
-	next     int   // the queue (in order) that leads the next round
+	failed   error            // the first permanent error: nothing more is sent
+	next     int              // the queue (in order) that leads the next round
 	parts    map[string][]int // partition ids 0..n-1 of each known topic
 	leaders  map[topicPart]int32
 	metaTime time.Time // when parts and leaders were last refreshed
