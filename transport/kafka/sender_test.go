@@ -170,27 +170,9 @@ func TestSenderRetriesInOrder(t *testing.T) {
 	log.observe(c)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	table := &change.Table{DB: "db", Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
 	const rows = 2000
-	prod, err := NewProducer(ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes", Log: quietLog()},
-		BatchSize: 100, MaxInFlight: 500})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := make(chan *change.Batch)
-	go func() {
-		for _, b := range batches(table, rows, 50) {
-			in <- b
-		}
-		close(in)
-	}()
-	var last change.Position
-	if err := prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(p change.Position) { last = p }); err != nil {
-		t.Fatal(err)
-	}
-	if err := prod.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	last := publishPaced(t, ctx, ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes", Log: quietLog()},
+		BatchSize: 100, MaxInFlight: 500}, rows, 50, 0)
 	if !dropped.Load() || failed.Load() != 2 {
 		t.Fatalf("dropped %v, refused %d requests: the faults were not injected", dropped.Load(), failed.Load())
 	}
@@ -263,29 +245,10 @@ func TestSenderLeaderChanges(t *testing.T) {
 			}
 		}
 	}()
-	table := &change.Table{DB: "db", Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
 	const rows = 10000
-	prod, err := NewProducer(ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes", Log: quietLog()},
-		BatchSize: 50, MaxInFlight: 2000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := make(chan *change.Batch)
-	go func() {
-		for _, b := range batches(table, rows, 20) {
-			in <- b
-			time.Sleep(5 * time.Millisecond) // about 2.5 s of writes
-		}
-		close(in)
-	}()
-	var last change.Position
-	if err := prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(p change.Position) { last = p }); err != nil {
-		t.Fatal(err)
-	}
+	last := publishPaced(t, ctx, ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes", Log: quietLog()},
+		BatchSize: 50, MaxInFlight: 2000}, rows, 20, 5*time.Millisecond) // about 2.5 s of writes
 	close(stop)
-	if err := prod.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if shuffles.Load() == 0 {
 		t.Fatal("the leaders never moved")
 	}
@@ -337,4 +300,39 @@ func TestSenderTakeBoundsRounds(t *testing.T) {
 			t.Fatalf("partition %d: %d messages taken, want 6", p, next[p])
 		}
 	}
+}
+
+// publishPaced publishes rows inserts in transactions of txSize, pausing between transactions, through a producer
+// with cfg, closes it and returns the last position the checkpoint advanced to.
+func publishPaced(t *testing.T, ctx context.Context, cfg ProducerConfig, rows, txSize int, pause time.Duration) change.Position {
+	t.Helper()
+	table := &change.Table{DB: "db", Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
+	prod, err := NewProducer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make(chan *change.Batch)
+	go func() {
+		for _, b := range batches(table, rows, txSize) {
+			in <- b
+			time.Sleep(pause)
+		}
+		close(in)
+	}()
+	var mu sync.Mutex
+	var last change.Position
+	err = prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(p change.Position) {
+		mu.Lock()
+		last = p
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return last
 }
