@@ -26,7 +26,8 @@ import (
 //   - a partition's messages are sent in the order written, one request in flight at a time, and a failed batch is
 //     sent again before anything written after it;
 //   - transient errors (network, leader changes, a broker away) are retried with backoff until Close gives up;
-//     errors Kafka marks as not transient (a message too large, authorisation) fail the batch;
+//     errors Kafka marks as not transient for a partition (a message too large, authorisation) fail the batch,
+//     and nothing more is sent after it;
 //   - done is called once per batch, with the batch's messages in order, when Kafka acknowledged it or it failed.
 //
 // A round starts when a partition's batch is full (batchSize messages or batchBytes), when the oldest waiting
@@ -99,7 +100,8 @@ func newSender(tr *kafkago.Transport, addr net.Addr, acks kafkago.RequiredAcks, 
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &sender{
 		tr: tr, addr: addr, acks: acks, attrs: protocol.Attributes(comp) & 7, linger: linger,
-		batchSize: batchSize, batchBytes: batchBytes, maxRound: max(maxRoundBytes, batchBytes), timeout: 10 * time.Second, done: done, retrying: retrying,
+		batchSize: batchSize, batchBytes: batchBytes, maxRound: max(maxRoundBytes, batchBytes),
+		timeout: 10 * time.Second, done: done, retrying: retrying,
 		wake:    make(chan struct{}, 1),
 		queues:  map[topicPart]*partQueue{},
 		parts:   map[string][]int{},
