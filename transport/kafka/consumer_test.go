@@ -110,14 +110,23 @@ func publishBatches(t *testing.T, ctx context.Context, cfg ProducerConfig, bs []
 	if err != nil {
 		t.Fatal(err)
 	}
+	runProducer(t, ctx, prod, bs, 0, func(change.Position) {})
+}
+
+// runProducer feeds bs to prod (pausing between batches), runs it until Kafka acknowledged them all, calling
+// advance as its checkpoint moves, and closes it.
+func runProducer(t *testing.T, ctx context.Context, prod *Producer, bs []*change.Batch, pause time.Duration,
+	advance func(change.Position)) {
+	t.Helper()
 	in := make(chan *change.Batch, 4)
 	go func() {
 		for _, b := range bs {
 			in <- b
+			time.Sleep(pause)
 		}
 		close(in)
 	}()
-	if err := prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(change.Position) {}); err != nil {
+	if err := prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, advance); err != nil {
 		t.Fatal(err)
 	}
 	if err := prod.Close(ctx); err != nil {

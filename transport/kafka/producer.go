@@ -223,7 +223,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		topics: map[string]bool{},
 	}
 	p.s = newSender(tp, kafkago.TCP(cfg.Brokers...), acks, comp, cfg.BatchTimeout, cfg.BatchSize, cfg.BatchBytes,
-		p.completion, p.retrying)
+		p.completion, func(err error) { p.retrying("publishing", err) })
 	return p, nil
 }
 
@@ -256,8 +256,9 @@ func (p *Producer) completion(msgs []kafkago.Message, err error) {
 	}
 }
 
-// retrying is told of every failed produce request that the sender sends again.
-func (p *Producer) retrying(err error) {
+// retrying counts a failed attempt that is retried (a produce request the sender sends again, or a step of Run)
+// and logs it, at most every 5 s.
+func (p *Producer) retrying(what string, err error) {
 	if p.cfg.Metrics != nil {
 		p.cfg.Metrics.ProduceErrors.Inc()
 	}
@@ -268,7 +269,7 @@ func (p *Producer) retrying(err error) {
 	}
 	p.mu.Unlock()
 	if log {
-		p.cfg.Log.Warn("kafka unavailable; retrying", slog.String("doing", "publishing"), slog.String("error", err.Error()),
+		p.cfg.Log.Warn("kafka unavailable; retrying", slog.String("doing", what), slog.String("error", err.Error()),
 			slog.Int("unacknowledged", p.tr.inFlight()))
 	}
 }
@@ -383,7 +384,6 @@ func (p *Producer) reserve(ctx context.Context, n int) (uint64, error) {
 // retry runs f until it succeeds, ctx ends or a message was refused for good.
 func (p *Producer) retry(ctx context.Context, what string, f func() error) error {
 	backoff := 100 * time.Millisecond
-	var lastLog time.Time
 	for {
 		err := f()
 		if err == nil {
@@ -402,14 +402,7 @@ func (p *Producer) retry(ctx context.Context, what string, f func() error) error
 		if ferr := p.failure(); ferr != nil {
 			return ferr
 		}
-		if p.cfg.Metrics != nil {
-			p.cfg.Metrics.ProduceErrors.Inc()
-		}
-		if time.Since(lastLog) > 5*time.Second {
-			p.cfg.Log.Warn("kafka unavailable; retrying", slog.String("doing", what), slog.String("error", err.Error()),
-				slog.Int("unacknowledged", p.tr.inFlight()))
-			lastLog = time.Now()
-		}
+		p.retrying(what, err)
 		select {
 		case <-time.After(backoff):
 		case <-p.fail:

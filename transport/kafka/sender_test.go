@@ -311,27 +311,13 @@ func publishPaced(t *testing.T, ctx context.Context, cfg ProducerConfig, rows, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := make(chan *change.Batch)
-	go func() {
-		for _, b := range batches(table, rows, txSize) {
-			in <- b
-			time.Sleep(pause)
-		}
-		close(in)
-	}()
 	var mu sync.Mutex
 	var last change.Position
-	err = prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(p change.Position) {
+	runProducer(t, ctx, prod, batches(table, rows, txSize), pause, func(p change.Position) {
 		mu.Lock()
 		last = p
 		mu.Unlock()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := prod.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
 	mu.Lock()
 	defer mu.Unlock()
 	return last

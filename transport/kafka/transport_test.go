@@ -77,26 +77,13 @@ func TestProducerConsumerEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	const rows = 1000
-	in := make(chan *change.Batch, 4)
 	var mu sync.Mutex
 	var advanced []uint32
-	go func() {
-		for _, b := range batches(table, rows, 7) {
-			in <- b
-		}
-		close(in)
-	}()
-	err = prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(p change.Position) {
+	runProducer(t, ctx, prod, batches(table, rows, 7), 0, func(p change.Position) {
 		mu.Lock()
 		advanced = append(advanced, p.Pos)
 		mu.Unlock()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := prod.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
 	mu.Lock()
 	if len(advanced) == 0 || advanced[len(advanced)-1] != rows {
 		t.Fatalf("checkpoint advanced to %v, want %d last", advanced, rows)
