@@ -18,6 +18,7 @@ import (
 //
 //	"wh"  write a hash: n/2 field/value pairs
 //	"wj"  write a JSON document: n = 1, the document
+//	"wp"  write a hash as a RESTORE payload (dump.go): n = 1, the payload
 //	"dh"  delete a hash-format row: n = 0
 //	"dj"  delete a JSON-format row: n = 0
 //
@@ -46,6 +47,11 @@ local function writehash(key, ver, ttl, first, last)
   until j > last
   if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
 end
+-- restore creates or replaces a hash row from its payload; it returns the error when Redis refuses RESTORE.
+local function restore(key, ttl, payload)
+  local r = redis.pcall('RESTORE', key, ttl, payload, 'REPLACE')
+  if type(r) == 'table' and r.err then return r.err end
+end
 local nrows = #KEYS / stride
 local res = {}
 local a = 4
@@ -62,7 +68,12 @@ if fresh then
     local first, last = a + 4, a + 3 + n
     a = last + 1
     local key = KEYS[i]
-    if op == 'wh' or op == 'whi' then
+    if op == 'wp' or op == 'wpi' then
+      local err = restore(key, ttl, ARGV[first])
+      if err then return redis.error_reply('NORESTORE ' .. err) end
+      if op == 'wpi' then redis.call('SADD', KEYS[2 * nrows + i], key) end
+      res[i] = 1
+    elseif op == 'wh' or op == 'whi' then
       writehash(key, ver, ttl, first, last)
       if op == 'whi' then redis.call('SADD', KEYS[2 * nrows + i], key) end
       res[i] = 1
@@ -88,7 +99,8 @@ for i = 1, nrows do
   local first, last = a + 4, a + 3 + n
   a = last + 1
   local idx = #op == 3 and KEYS[2 * nrows + i]
-  local hash = string.sub(op, 2, 2) == 'h'
+  local kind = string.sub(op, 2, 2)
+  local hash = kind ~= 'j'
   local cur, hadtomb
   if hash then
     cur = redis.pcall('HGET', key, '_v')
@@ -113,7 +125,11 @@ for i = 1, nrows do
     if idx then redis.call('SREM', idx, key) end
     res[i] = 2
   else
-    if hash then
+    if kind == 'p' then
+      -- REPLACE: like DEL below, no field of the key before survives.
+      local err = restore(key, ttl, ARGV[first])
+      if err then return redis.error_reply('NORESTORE ' .. err) end
+    elseif hash then
       -- DEL even when no version was found: a hash written outside the
       -- pipeline has no _v, and its foreign fields must not survive.
       redis.call('DEL', key)
@@ -147,8 +163,12 @@ type argBytes []byte
 
 func (b *argBytes) MarshalBinary() ([]byte, error) { return *b, nil }
 
-// opcodes are the script's operation codes, boxed once: [delete][json][key index].
-var opcodes = [2][2][2]any{{{"wh", "whi"}, {"wj", "wji"}}, {{"dh", "dhi"}, {"dj", "dji"}}}
+// opcodes are the script's operation codes, boxed once: [delete][json][key index]; payloadOps those of a hash row
+// written as a RESTORE payload: [key index].
+var (
+	opcodes    = [2][2][2]any{{{"wh", "whi"}, {"wj", "wji"}}, {{"dh", "dhi"}, {"dj", "dji"}}}
+	payloadOps = [2]any{"wp", "wpi"}
+)
 
 func b2i(b bool) int {
 	if b {
@@ -170,7 +190,9 @@ func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) []any
 	}
 	n := len(call)
 	keys := make([]string, stride*n)
-	vals := make([]argBytes, 0, n+nvals) // versions and values; never grown, so pointers into it stay put
+	vals := make([]argBytes, 0, 2*n+nvals) // versions, values and payloads; never grown, so pointers into it stay put
+	var payloads []byte                     // the payloads' bytes; a slice of it stays valid when it grows
+	restore := !s.noRestore.Load()
 	verText := make([]byte, 0, n*change.VersionLen)
 	args := make([]any, 3+stride*n, 3+stride*n+3+4*n+2*nvals)
 	args[0], args[1], args[2] = "evalsha", script.Hash(), stride*n
@@ -203,6 +225,14 @@ func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) []any
 			args = append(args, opcode, ver, 0, 0)
 		case ts.format == FormatJSON:
 			args = append(args, opcode, ver, ts.ttlArg, 1, appendJSON(nil, ts.table.Columns, o.row, o.ver))
+		case restore && fitsListpack(ts.table.Columns, o.row):
+			if payloads == nil {
+				payloads = make([]byte, 0, 128*n)
+			}
+			from := len(payloads)
+			payloads = appendHashPayload(payloads, *ver, ts.table.Columns, o.row)
+			vals = append(vals, payloads[from:len(payloads):len(payloads)])
+			args = append(args, payloadOps[b2i(ts.keyIndex)], ver, ts.ttlArg, 1, &vals[len(vals)-1])
 		default:
 			n := 0
 			for _, v := range o.row {

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -124,6 +125,9 @@ type Sink struct {
 
 	mu     sync.Mutex
 	tables map[string]*tableState // by Table.FullName
+
+	// noRestore is set once Redis refused a RESTORE (dump.go): hash rows are written with HSET from then on.
+	noRestore atomic.Bool
 }
 
 // tableState is what a Sink derived from one change.Table.
@@ -634,7 +638,7 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 
 		var failed [][]int32
 		var lastErr error
-		noScript, transient := false, false
+		noScript, noRestore, transient := false, false, false
 		for i, cmd := range cmds {
 			replies, err := cmd.Slice()
 			if err == nil {
@@ -649,6 +653,14 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 			switch {
 			case redis.HasErrorPrefix(err, "NOSCRIPT"):
 				noScript = true
+			case redis.HasErrorPrefix(err, "NORESTORE"):
+				// Redis refused a payload: a server before 7.0, or RESTORE denied by an ACL or renamed away.
+				// The rows of the call before it are applied, which the fence makes harmless to send again.
+				noRestore = true
+				if s.noRestore.CompareAndSwap(false, true) {
+					s.log.WarnContext(ctx, "Redis refused RESTORE; writing hash rows with HSET from now on",
+						slog.String("error", strings.TrimPrefix(err.Error(), "NORESTORE ")))
+				}
 			case retryable(err):
 				transient = true
 			default:
@@ -657,7 +669,7 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 					len(calls[i]), o.ts.table.FullName(), o.key, o.ver, err)
 			}
 			failed = append(failed, calls[i])
-			if lastErr == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") {
+			if lastErr == nil || !redis.HasErrorPrefix(err, "NOSCRIPT") && !redis.HasErrorPrefix(err, "NORESTORE") {
 				lastErr = err
 			}
 		}
@@ -675,6 +687,9 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 				reloaded = true
 				continue // a load after NOSCRIPT is no failure: retry at once (but not twice in a row)
 			}
+		}
+		if noRestore && !transient && !noScript {
+			continue // the calls are rendered again without payloads: retry at once
 		}
 		reloaded = false
 		// Retrying is always safe: a call that failed may or may not have run, and running it again is a no-op

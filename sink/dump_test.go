@@ -1,0 +1,182 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestCRC64Redis(t *testing.T) {
+	// The check value of CRC-64/Jones as Redis's crc64.c states it.
+	if got := crc64Redis([]byte("123456789")); got != 0xe9c6d914c4b8d9ca {
+		t.Fatalf("crc64Redis = %#x, want 0xe9c6d914c4b8d9ca", got)
+	}
+}
+
+func TestLpInt(t *testing.T) {
+	cases := map[string]bool{
+		"0": true, "7": true, "-1": true, "127": true, "128": true, "-4096": true, "9223372036854775807": true,
+		"-9223372036854775808": true,
+		"":                     false, "-": false, "-0": false, "007": false, "+1": false, "1.5": false, " 1": false, "1 ": false,
+		"9223372036854775808": false, "-9223372036854775809": false, "18446744073709551616": false,
+		"99999999999999999999": false, "123456789012345678901": false, "1e3": false,
+	}
+	for s, want := range cases {
+		if _, got := lpInt(s); got != want {
+			t.Errorf("lpInt(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+// TestHashPayloadMatchesDump checks the payloads against Redis itself: for rows of every integer encoding,
+// strings of every length class, binary values and NULLs, the payload equals what DUMP returns for the same
+// hash written with HSET (uncompressed, the RDB version aside), and RESTORE of it gives that hash back.
+func TestHashPayloadMatchesDump(t *testing.T) {
+	rdb := sharedClient(t)
+	ctx := ctxT(t)
+	for _, kv := range [][2]string{{"rdbcompression", "no"}, {"hash-max-listpack-value", "20000"}} {
+		old := rdb.ConfigGet(ctx, kv[0]).Val()[kv[0]]
+		if err := rdb.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rdb.ConfigSet(ctx, kv[0], old) })
+	}
+	ints := []int64{0, 1, 127, 128, -1, -4096, 4095, -4097, 4096, -32768, 32767, -32769, 32768, -8388608, 8388607,
+		-8388609, 8388608, -2147483648, 2147483647, -2147483649, 2147483648, -9223372036854775808, 9223372036854775807}
+	var strs []string
+	for _, n := range []int{0, 1, 63, 64, 65, 120, 125, 126, 127, 200, 4095, 4096, 4500, 4600, 16377, 16378} {
+		strs = append(strs, strings.Repeat("x", n))
+	}
+	strs = append(strs, "-0", "007", "+5", "1.5", "9223372036854775808", "\x00\xff\r\n", "héllo")
+	var names []string
+	var row [][]byte
+	for i, n := range ints {
+		names = append(names, fmt.Sprintf("i%d", i))
+		row = append(row, []byte(fmt.Sprint(n)))
+	}
+	for i, s := range strs {
+		names = append(names, fmt.Sprintf("s%d", i))
+		row = append(row, []byte(s))
+	}
+	names = append(names, "null", strings.Repeat("long field name ", 5))
+	row = append(row, nil, []byte("v"))
+	ver := []byte(v(7).String())
+
+	// Every row size from one column up, so the listpack's own length crosses RDB's length classes.
+	for cols := 1; cols <= len(row); cols++ {
+		args := []any{"_v", ver}
+		want := map[string]string{"_v": string(ver)}
+		for c, val := range row[:cols] {
+			if val != nil {
+				args = append(args, names[c], val)
+				want[names[c]] = string(val)
+			}
+		}
+		rdb.Del(ctx, "ref", "got")
+		if err := rdb.HSet(ctx, "ref", args...).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if enc := rdb.ObjectEncoding(ctx, "ref").Val(); enc != "listpack" {
+			t.Fatalf("%d columns: HSET made a %s", cols, enc)
+		}
+		dump := []byte(rdb.Dump(ctx, "ref").Val())
+		payload := appendHashPayload([]byte("prefix"), ver, names, row[:cols])
+		if string(payload[:6]) != "prefix" {
+			t.Fatal("appendHashPayload overwrote dst")
+		}
+		payload = payload[6:]
+		if len(payload) != len(dump) || string(payload[:len(payload)-10]) != string(dump[:len(dump)-10]) {
+			t.Fatalf("%d columns: payload\n%q\nDUMP\n%q", cols, payload, dump)
+		}
+		if err := rdb.Restore(ctx, "got", 0, string(payload)).Err(); err != nil {
+			t.Fatalf("%d columns: RESTORE: %v", cols, err)
+		}
+		if got := rdb.HGetAll(ctx, "got").Val(); !maps.Equal(got, want) {
+			t.Fatalf("%d columns: restored %v, want %v", cols, got, want)
+		}
+		if got := rdb.Dump(ctx, "got").Val(); got != string(dump) {
+			t.Fatalf("%d columns: DUMP of the restored key differs from the HSET one", cols)
+		}
+	}
+}
+
+func TestFitsListpack(t *testing.T) {
+	long := make([]byte, listpackMaxValue+1)
+	names := make([]string, 64)
+	row := make([][]byte, 64)
+	for i := range row {
+		names[i] = fmt.Sprint("c", i)
+	}
+	for i := range 63 {
+		row[i] = []byte("x")
+	}
+	if !fitsListpack(names, row) {
+		t.Error("63 columns and _v (128 entries) do not fit")
+	}
+	row[63] = []byte("x")
+	if fitsListpack(names, row) {
+		t.Error("64 columns and _v (130 entries) fit")
+	}
+	row[63] = nil
+	row[5] = long
+	if fitsListpack(names, row) {
+		t.Errorf("a value of %d bytes fits", len(long))
+	}
+	row[5] = long[:listpackMaxValue]
+	if !fitsListpack(names, row) {
+		t.Errorf("a value of %d bytes does not fit", listpackMaxValue)
+	}
+	names[7] = string(long)
+	if fitsListpack(names, row) {
+		t.Errorf("a field name of %d bytes fits", len(long))
+	}
+}
+
+// TestHSetPath runs the tests of writing, fencing and TTLs with hash rows written by HSET, the path of rows too
+// large for a listpack and of servers that refuse RESTORE.
+func TestHSetPath(t *testing.T) {
+	testHSetOnly = true
+	t.Cleanup(func() { testHSetOnly = false })
+	for name, test := range map[string]func(*testing.T){
+		"HashInsertUpdateDelete": TestHashInsertUpdateDelete, "PrimaryKeyChange": TestPrimaryKeyChange,
+		"Fence": TestFence, "FreshCall": TestFreshCall, "OrderInOneBatch": TestOrderInOneBatch, "TTL": TestTTL,
+		"KeyIndex": TestKeyIndex,
+	} {
+		t.Run(name, test)
+	}
+}
+
+// TestRestoreRefused writes through a Redis user that may not run RESTORE: the first call that carries a payload
+// fails, the sink switches to HSET and sends it again, and every row lands, on the script's fresh path (new keys)
+// as on its checked path (existing keys).
+func TestRestoreRefused(t *testing.T) {
+	rdb := sharedClient(t)
+	ctx := ctxT(t)
+	if err := rdb.Do(ctx, "ACL", "SETUSER", "norestore", "on", ">pw", "~*", "+@all", "-restore").Err(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rdb.Do(context.Background(), "ACL", "DELUSER", "norestore") })
+	limited := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr, Username: "norestore", Password: "pw"})
+	t.Cleanup(func() { limited.Close() })
+
+	for _, path := range []string{"fresh", "checked"} {
+		t.Run(path, func(t *testing.T) {
+			rdb.FlushAll(ctx)
+			if path == "checked" {
+				apply(t, newSink(t, rdb, Options{}), ins(users, v(1), r("1", "old", nil, nil)))
+			}
+			s := newSink(t, limited, Options{Lanes: 1})
+			st := apply(t, s, ins(users, v(2), r("1", "a", nil, nil)), ins(users, v(3), r("2", "b", "x", nil)))
+			wantStats(t, st, Stats{Written: 2})
+			if !s.noRestore.Load() {
+				t.Error("the sink did not switch to HSET")
+			}
+			wantHash(t, rdb, "shop:users:1", map[string]string{"id": "1", "name": "a", "_v": v(2).String()})
+			wantHash(t, rdb, "shop:users:2", map[string]string{"id": "2", "name": "b", "email": "x", "_v": v(3).String()})
+		})
+	}
+}
