@@ -191,7 +191,7 @@ func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) []any
 	n := len(call)
 	keys := make([]string, stride*n)
 	vals := make([]argBytes, 0, 2*n+nvals) // versions, values and payloads; never grown, so pointers into it stay put
-	var payloads []byte                     // the payloads' bytes; a slice of it stays valid when it grows
+	var payloads []byte                    // the payloads' bytes; a slice of it stays valid when it grows
 	restore := !s.noRestore.Load()
 	verText := make([]byte, 0, n*change.VersionLen)
 	args := make([]any, 3+stride*n, 3+stride*n+3+4*n+2*nvals)
