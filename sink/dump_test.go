@@ -1,11 +1,15 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"hash/crc64"
 	"maps"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -14,6 +18,16 @@ func TestCRC64Redis(t *testing.T) {
 	// The check value of CRC-64/Jones as Redis's crc64.c states it.
 	if got := crc64Redis([]byte("123456789")); got != 0xe9c6d914c4b8d9ca {
 		t.Fatalf("crc64Redis = %#x, want 0xe9c6d914c4b8d9ca", got)
+	}
+	// Slicing by 8 against hash/crc64's byte-by-byte loop, for every alignment of the tail.
+	b := make([]byte, 300)
+	for i := range b {
+		b[i] = byte(i*131 + i>>3)
+	}
+	for n := range len(b) + 1 {
+		if got, want := crc64Redis(b[:n]), ^crc64.Update(^uint64(0), redisCRC, b[:n]); got != want {
+			t.Fatalf("crc64Redis of %d bytes = %#x, want %#x", n, got, want)
+		}
 	}
 }
 
@@ -89,6 +103,9 @@ func TestHashPayloadMatchesDump(t *testing.T) {
 			t.Fatal("appendHashPayload overwrote dst")
 		}
 		payload = payload[6:]
+		if b := payloadBound(names, row[:cols]); len(payload) > b {
+			t.Fatalf("%d columns: payload of %d bytes, payloadBound %d", cols, len(payload), b)
+		}
 		if len(payload) != len(dump) || string(payload[:len(payload)-10]) != string(dump[:len(dump)-10]) {
 			t.Fatalf("%d columns: payload\n%q\nDUMP\n%q", cols, payload, dump)
 		}
@@ -100,6 +117,75 @@ func TestHashPayloadMatchesDump(t *testing.T) {
 		}
 		if got := rdb.Dump(ctx, "got").Val(); got != string(dump) {
 			t.Fatalf("%d columns: DUMP of the restored key differs from the HSET one", cols)
+		}
+	}
+}
+
+// TestRowPayloadHashTable checks the RDB_TYPE_HASH payloads of rows that do not fit a listpack, against HSET of
+// the same hash on the real server (default limits): the same fields and values, and the same encoding. The rows
+// cross RDB's length classes (counts and lengths of 63/64, 16383/16384 and over 65535) and hold binary values,
+// NULLs, empty strings and integers.
+func TestRowPayloadHashTable(t *testing.T) {
+	rdb := sharedClient(t)
+	ctx := ctxT(t)
+	ver := []byte(v(9).String())
+	type tc struct {
+		name  string
+		names []string
+		row   [][]byte
+	}
+	cols := func(n int, val func(int) []byte) tc {
+		c := tc{name: fmt.Sprintf("%d columns", n)}
+		for i := range n {
+			c.names = append(c.names, fmt.Sprintf("c%d", i))
+			c.row = append(c.row, val(i))
+		}
+		return c
+	}
+	cases := []tc{
+		{"one value of 65 bytes", []string{"id", "v", "nul", "empty"}, [][]byte{[]byte("1"), bytes.Repeat([]byte("v"), 65), nil, {}}},
+		{"a long field name", []string{"id", strings.Repeat("n", 65)}, [][]byte{[]byte("1"), []byte("x")}},
+		cols(63, func(i int) []byte { return []byte(fmt.Sprint(i * 1000)) }),                                      // 64 pairs with _v: fits a listpack
+		cols(64, func(i int) []byte { return []byte(fmt.Sprint(i * 1000)) }),                                      // 65 pairs: a hash table
+		cols(1500, func(i int) []byte { return []byte(fmt.Sprint(i - 700)) }),                                     // a pair count over 63
+		cols(3, func(i int) []byte { return bytes.Repeat([]byte{0, 0xff, byte(i)}, [3]int{21, 5462, 30000}[i]) }), // 63, 16386, 90000 bytes
+		cols(17000, func(i int) []byte { return nil }),                                                            // only _v: a listpack, from a wide table
+		cols(16400, func(i int) []byte { return []byte("x") }),                                                    // a pair count over 16383
+	}
+	for _, c := range cases {
+		args := []any{"_v", ver}
+		want := map[string]string{"_v": string(ver)}
+		for i, val := range c.row {
+			if val != nil {
+				args = append(args, c.names[i], val)
+				want[c.names[i]] = string(val)
+			}
+		}
+		rdb.Del(ctx, "ref", "got")
+		for i := 0; i < len(args); i += 2000 { // HSET in pieces, like the script
+			if err := rdb.HSet(ctx, "ref", args[i:min(i+2000, len(args))]...).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		payload := appendRowPayload([]byte("prefix"), ver, c.names, c.row)[6:]
+		if b := payloadBound(c.names, c.row); len(payload) > b {
+			t.Fatalf("%s: payload of %d bytes, payloadBound %d", c.name, len(payload), b)
+		}
+		wantType := byte(rdbTypeHash)
+		if fitsListpack(c.names, c.row) {
+			wantType = rdbTypeHashListpack
+		}
+		if payload[0] != wantType {
+			t.Fatalf("%s: payload of RDB type %d, want %d", c.name, payload[0], wantType)
+		}
+		if err := rdb.Restore(ctx, "got", 0, string(payload)).Err(); err != nil {
+			t.Fatalf("%s: RESTORE: %v", c.name, err)
+		}
+		if got := rdb.HGetAll(ctx, "got").Val(); !maps.Equal(got, want) {
+			t.Fatalf("%s: restored %d fields, want %d (or other values)", c.name, len(got), len(want))
+		}
+		if got, ref := rdb.ObjectEncoding(ctx, "got").Val(), rdb.ObjectEncoding(ctx, "ref").Val(); got != ref {
+			t.Fatalf("%s: restored as a %s, HSET made a %s", c.name, got, ref)
 		}
 	}
 }
@@ -172,11 +258,70 @@ func TestRestoreRefused(t *testing.T) {
 			s := newSink(t, limited, Options{Lanes: 1})
 			st := apply(t, s, ins(users, v(2), r("1", "a", nil, nil)), ins(users, v(3), r("2", "b", "x", nil)))
 			wantStats(t, st, Stats{Written: 2})
-			if !s.noRestore.Load() {
+			if s.restoreOK() {
 				t.Error("the sink did not switch to HSET")
 			}
 			wantHash(t, rdb, "shop:users:1", map[string]string{"id": "1", "name": "a", "_v": v(2).String()})
 			wantHash(t, rdb, "shop:users:2", map[string]string{"id": "2", "name": "b", "email": "x", "_v": v(3).String()})
 		})
 	}
+
+	// RESTORE allowed again (an ACL fixed): the sink uses it once restoreRetry has passed, not before.
+	t.Run("again", func(t *testing.T) {
+		rdb.FlushAll(ctx)
+		s := newSink(t, limited, Options{Lanes: 1})
+		apply(t, s, ins(users, v(2), r("1", "a", nil, nil)))
+		if err := rdb.Do(ctx, "ACL", "SETUSER", "norestore", "+restore").Err(); err != nil {
+			t.Fatal(err)
+		}
+		n := restoreCalls(t, rdb)
+		apply(t, s, ins(users, v(3), r("2", "b", nil, nil)))
+		if got := restoreCalls(t, rdb); got != n {
+			t.Fatalf("%d RESTOREs before the retry period passed, want none", got-n)
+		}
+		s.noRestoreUntil.Store(time.Now().Add(-time.Second).UnixNano()) // the period is over
+		apply(t, s, ins(users, v(4), r("3", "c", nil, nil)))            // a new row
+		apply(t, s, upd(users, v(5), nil, r("1", "a2", nil, nil)))      // an existing one
+		if got := restoreCalls(t, rdb); got != n+2 {
+			t.Fatalf("%d RESTOREs after the retry period, want 2", got-n)
+		}
+		wantHash(t, rdb, "shop:users:1", map[string]string{"id": "1", "name": "a2", "_v": v(5).String()})
+		wantHash(t, rdb, "shop:users:3", map[string]string{"id": "3", "name": "c", "_v": v(4).String()})
+	})
+}
+
+// restoreCalls is how many RESTORE commands Redis has run.
+func restoreCalls(t *testing.T, rdb redis.UniversalClient) int {
+	t.Helper()
+	info, err := rdb.Info(ctxT(t), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_restore:calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+// BenchmarkCRC64Redis checksums a payload of a narrow row (about 100 bytes), eight bytes a step and, for
+// comparison, byte by byte as hash/crc64 does with a table of its own.
+// Run: go test -run '^$' -bench CRC64Redis ./sink/
+func BenchmarkCRC64Redis(b *testing.B) {
+	p := make([]byte, 100)
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	b.Run("slicing8", func(b *testing.B) {
+		for b.Loop() {
+			crc64Redis(p)
+		}
+	})
+	b.Run("bytewise", func(b *testing.B) {
+		for b.Loop() {
+			crc64.Update(0, redisCRC, p)
+		}
+	})
 }

@@ -126,8 +126,9 @@ type Sink struct {
 	mu     sync.Mutex
 	tables map[string]*tableState // by Table.FullName
 
-	// noRestore is set once Redis refused a RESTORE (dump.go): hash rows are written with HSET from then on.
-	noRestore atomic.Bool
+	// noRestoreUntil is when RESTORE may be tried again after Redis refused it (dump.go), in Unix nanoseconds; 0
+	// when it was never refused. Until then hash rows are written with HSET.
+	noRestoreUntil atomic.Int64
 }
 
 // tableState is what a Sink derived from one change.Table.
@@ -657,9 +658,11 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 				// Redis refused a payload: a server before 7.0, or RESTORE denied by an ACL or renamed away.
 				// The rows of the call before it are applied, which the fence makes harmless to send again.
 				noRestore = true
-				if s.noRestore.CompareAndSwap(false, true) {
-					s.log.WarnContext(ctx, "Redis refused RESTORE; writing hash rows with HSET from now on",
-						slog.String("error", strings.TrimPrefix(err.Error(), "NORESTORE ")))
+				now := time.Now()
+				if prev := s.noRestoreUntil.Swap(now.Add(restoreRetry).UnixNano()); prev <= now.UnixNano() {
+					s.log.WarnContext(ctx, "Redis refused RESTORE; writing hash rows with HSET, and trying RESTORE again later",
+						slog.String("error", strings.TrimPrefix(err.Error(), "NORESTORE ")),
+						slog.Duration("retry_in", restoreRetry))
 				}
 			case retryable(err):
 				transient = true
@@ -726,4 +729,14 @@ func retryable(err error) bool {
 		}
 	}
 	return false
+}
+
+// restoreRetry is how long the sink writes hash rows with HSET after Redis refused a RESTORE before it tries
+// RESTORE again (a server upgraded in place, an ACL fixed).
+var restoreRetry = 10 * time.Minute
+
+// restoreOK reports whether hash rows may be written as RESTORE payloads (see noRestoreUntil).
+func (s *Sink) restoreOK() bool {
+	u := s.noRestoreUntil.Load()
+	return u == 0 || time.Now().UnixNano() >= u
 }

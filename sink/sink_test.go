@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -90,7 +91,9 @@ func newSink(t *testing.T, rdb redis.UniversalClient, opts Options) *Sink {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.noRestore.Store(testHSetOnly)
+	if testHSetOnly {
+		s.noRestoreUntil.Store(math.MaxInt64)
+	}
 	return s
 }
 
@@ -259,6 +262,21 @@ func TestFreshCall(t *testing.T) {
 	st = apply(t, s, ins(users, v(30), r("13", "n", nil, nil)), ins(users, v(31), r("12", "n", nil, nil)))
 	wantStats(t, st, Stats{Written: 2})
 	wantHash(t, rdb, "shop:users:12", map[string]string{"id": "12", "name": "n", "_v": v(31).String()})
+
+	// A row of the pipeline, newer than its replay, in the middle of a call of new rows (a call of RESTORE payloads
+	// finds it with the RESTORE itself): the rows before and after it land, it is fenced.
+	apply(t, s, ins(users, v(50), r("21", "kept", nil, nil)))
+	st = apply(t, s,
+		ins(users, v(40), r("20", "n", nil, nil)),
+		ins(users, v(41), r("21", "replayed", nil, nil)),
+		ins(users, v(42), r("22", "n", nil, nil)),
+		ins(users, v(43), r("23", "n", nil, nil)),
+	)
+	wantStats(t, st, Stats{Written: 3, Skipped: 1})
+	wantHash(t, rdb, "shop:users:21", map[string]string{"id": "21", "name": "kept", "_v": v(50).String()})
+	for id, ver := range map[string]uint32{"20": 40, "22": 42, "23": 43} {
+		wantHash(t, rdb, "shop:users:"+id, map[string]string{"id": id, "name": "n", "_v": v(ver).String()})
+	}
 }
 
 // TestOrderInOneBatch applies many changes of a few rows in one Apply, over several lanes and calls: each row
@@ -371,6 +389,13 @@ func TestTTL(t *testing.T) {
 	check("d:j:1", time.Hour)
 	apply(t, s, del(hashT, v(3), r("1", "b")))
 	check(TombstoneKey("d:h:1"), 10*time.Minute)
+	// Calls of hash rows only (compact calls on the RESTORE path): new rows, then an existing one.
+	apply(t, s, ins(hashT, v(4), r("2", "c")), ins(hashT, v(5), r("3", "d")))
+	check("d:h:2", time.Hour)
+	check("d:h:3", time.Hour)
+	rdb.Persist(ctxT(t), "d:h:2")
+	apply(t, s, upd(hashT, v(6), nil, r("2", "e")))
+	check("d:h:2", time.Hour)
 }
 
 func TestKeyTemplates(t *testing.T) {
