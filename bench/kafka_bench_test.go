@@ -188,7 +188,7 @@ func BenchmarkKafkaSteady(b *testing.B) {
 	ctx := context.Background()
 	for i := range b.N {
 		e.flushRedis()
-		mustf(b, e.rdb.ConfigSet(ctx, "notify-keyspace-events", "Kh").Err(), "enabling keyspace notifications")
+		mustf(b, e.rdb.ConfigSet(ctx, "notify-keyspace-events", rowWriteEvents).Err(), "enabling keyspace notifications")
 		b.Cleanup(func() { e.rdb.ConfigSet(ctx, "notify-keyspace-events", "") })
 		e.exec("DELETE FROM steady")
 		file, pos := e.position()
@@ -209,6 +209,9 @@ func BenchmarkKafkaSteady(b *testing.B) {
 					return // closed
 				}
 				at := time.Now()
+				if !rowWrite(msg.Payload) {
+					continue
+				}
 				id, _ := strconv.ParseInt(msg.Channel[prefix:], 10, 64)
 				arrivals = append(arrivals, arrival{id, at})
 				count.Add(1)
