@@ -187,6 +187,16 @@ func TestRowPayloadHashTable(t *testing.T) {
 		if got, ref := rdb.ObjectEncoding(ctx, "got").Val(), rdb.ObjectEncoding(ctx, "ref").Val(); got != ref {
 			t.Fatalf("%s: restored as a %s, HSET made a %s", c.name, got, ref)
 		}
+		// The first long pair leads, so that Redis converts to a hash table before loading any pair.
+		for i, val := range c.row {
+			if val != nil && (len(val) > listpackMaxValue || len(c.names[i]) > listpackMaxValue) {
+				prefix := appendRDBString(appendRDBLen([]byte{rdbTypeHash}, len(want)), c.names[i])
+				if !bytes.HasPrefix(payload, prefix) {
+					t.Fatalf("%s: the payload does not begin with the long pair of %s", c.name, c.names[i])
+				}
+				break
+			}
+		}
 	}
 }
 
