@@ -140,7 +140,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return exitErr(ExitServer, err)
 	}
-	start, err := startPosition(startCtx, cfg, opts, db, flavor, store, identity, log, bootstrapper(ctx, cfg, db, flavor, rdb, log))
+	start, trackGTID, err := startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
+		bootstrapper(ctx, cfg, db, flavor, rdb, log))
 	if err != nil {
 		return err
 	}
@@ -150,7 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return exitErr(ExitConfig, err)
 	}
 
-	src := newSource(cfg, db, flavor, start, identity, log, m)
+	src := newSource(cfg, db, flavor, start, trackGTID, identity, log, m)
 
 	ckpt := &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 		Log: log.With(slog.String("component", "checkpoint"))}
@@ -218,8 +219,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 }
 
 // newSource builds the binlog source from the configuration.
-func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Position, identity string,
-	log *slog.Logger, m *metrics.Metrics,
+func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Position, trackGTID bool,
+	identity string, log *slog.Logger, m *metrics.Metrics,
 ) *source.Source {
 	return source.New(source.Config{
 		Addr:                cfg.MySQL.Addr,
@@ -232,7 +233,8 @@ func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Posit
 		ReadTimeout:         cfg.MySQL.ReadTimeout,
 		ConnectTimeout:      cfg.MySQL.ConnectTimeout,
 		ReconnectMaxBackoff: cfg.MySQL.ReconnectMaxBackoff,
-		UseGTID:             useGTID(cfg, flavor, start),
+		UseGTID:             useGTID(cfg, start),
+		TrackGTID:           trackGTID,
 		BatchRows:           cfg.Sink.BatchRows,
 		BatchWait:           cfg.Sink.BatchWait,
 		Epoch:               start.Epoch,
@@ -271,48 +273,62 @@ func reportProblems(log *slog.Logger, problems []source.Problem) error {
 
 // startPosition picks where to start: the command line, else the checkpoint,
 // else (bootstrap not nil) the position of a bootstrap pass, else the server's
-// current position.
+// current position. gtidComplete reports that the position's GTID set (possibly
+// empty) is every transaction executed up to it, so that the source may track
+// GTIDs from there (source.Config.TrackGTID).
 func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sql.DB, flavor string,
 	store checkpoint.Store, identity string, log *slog.Logger, bootstrap func() (change.Position, error),
-) (change.Position, error) {
+) (p change.Position, gtidComplete bool, err error) {
 	saved, found, err := store.Load(ctx)
 	if err != nil {
-		return change.Position{}, exitErr(ExitRuntime, fmt.Errorf("loading the checkpoint: %w", err))
+		return p, false, exitErr(ExitRuntime, fmt.Errorf("loading the checkpoint: %w", err))
 	}
 	explicit := opts.Start
 	if explicit.IsZero() {
 		explicit = cfg.MySQL.Start
 	}
-	var p change.Position
 	switch {
 	case !explicit.IsZero():
-		p = change.Position{File: explicit.File, Pos: max(explicit.Pos, 4), GTIDSet: explicit.GTIDSet}
-		if p.File == "" { // GTID start: file/pos come with the first events
-			cur, err := source.CurrentPosition(ctx, db, flavor)
-			if err != nil {
-				return p, exitErr(ExitServer, err)
-			}
-			p.File, p.Pos = cur.File, 4
+		p = change.Position{File: explicit.File, GTIDSet: explicit.GTIDSet}
+		if p.File != "" {
+			p.Pos = max(explicit.Pos, 4)
+		} else if cfg.MySQL.GTID == "off" {
+			return p, false, exitErr(ExitConfig, errors.New("a start GTID set (--start-gtid, mysql.start.gtid_set) "+
+				"needs mysql.gtid auto or on; it is off"))
 		}
+		// A GTID start names no file: the server streams by the set, and the file and position come with the
+		// first events (the checkpoint names them from the first transaction on).
 		log.Info("starting from the position given explicitly", slog.String("file", p.File),
 			slog.Uint64("pos", uint64(p.Pos)), slog.String("gtid_set", p.GTIDSet))
+		gtidComplete = p.File == ""
 	case found:
 		p = saved
 		log.Info("resuming from the checkpoint", slog.String("file", p.File), slog.Uint64("pos", uint64(p.Pos)),
 			slog.String("gtid_set", p.GTIDSet))
 	case bootstrap != nil:
 		if p, err = bootstrap(); err != nil {
-			return p, err
+			return p, false, err
 		}
 		log.Info("no checkpoint: starting from the bootstrap pass's position", slog.String("file", p.File),
 			slog.Uint64("pos", uint64(p.Pos)), slog.String("gtid_set", p.GTIDSet))
 	default:
 		p, err = source.CurrentPosition(ctx, db, flavor)
 		if err != nil {
-			return p, exitErr(ExitServer, fmt.Errorf("reading the server's current binlog position: %w", err))
+			return p, false, exitErr(ExitServer, fmt.Errorf("reading the server's current binlog position: %w", err))
 		}
 		log.Info("no checkpoint: starting from the server's current position", slog.String("file", p.File),
 			slog.Uint64("pos", uint64(p.Pos)))
+		gtidComplete = true // read with the position
+	}
+	// A set in a checkpoint was written by a source that tracked a complete one. A file position without a set
+	// gets it from the server where it can (MariaDB), so that checkpoints carry sets from here on.
+	gtidComplete = gtidComplete || p.GTIDSet != ""
+	if !gtidComplete && flavor == "mariadb" {
+		set, ok, err := source.MariaDBGTIDAt(ctx, db, p.File, p.Pos)
+		if err != nil {
+			return p, false, exitErr(ExitServer, err)
+		}
+		p.GTIDSet, gtidComplete = set, ok
 	}
 	p.Flavor = flavor
 	if found {
@@ -332,22 +348,22 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		// first transaction is applied must resume here, not at whatever the
 		// server's current position is by then (that would skip changes).
 		if err := store.Save(ctx, p); err != nil {
-			return p, exitErr(ExitRuntime, fmt.Errorf("storing the start position as the checkpoint: %w", err))
+			return p, false, exitErr(ExitRuntime, fmt.Errorf("storing the start position as the checkpoint: %w", err))
 		}
 	}
-	if !useGTID(cfg, flavor, p) {
+	if !useGTID(cfg, p) {
 		ok, err := source.BinlogAvailable(ctx, db, p.File)
 		if err != nil {
-			return p, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
+			return p, false, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
 		}
 		if !ok {
-			return p, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
+			return p, false, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
 				"server). Changes since then cannot be streamed. Recover by reloading Redis from MySQL: run "+
 				"`reconciler run --config FILE` (bootstrap), or delete the checkpoint (%s) and restart after a "+
 				"full reload; see docs/runbook.md", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
 		}
 	}
-	return p, nil
+	return p, gtidComplete, nil
 }
 
 func checkpointWhere(cfg *config.Config) string {
@@ -357,16 +373,17 @@ func checkpointWhere(cfg *config.Config) string {
 	return "file " + cfg.Checkpoint.Path
 }
 
-func useGTID(cfg *config.Config, flavor string, p change.Position) bool {
+// useGTID reports whether the source streams from p by its GTID set rather than its file and position: always
+// with mysql.gtid on (a set survives a failover to another server), never with off, and with auto only when p
+// names no file (a GTID start), since file/position needs no gtid_strict_mode on MariaDB.
+func useGTID(cfg *config.Config, p change.Position) bool {
 	switch cfg.MySQL.GTID {
 	case "on":
 		return p.GTIDSet != ""
 	case "off":
 		return false
 	}
-	// auto: MySQL with GTIDs resumes by GTID (survives failover); MariaDB by
-	// file/position, which needs no gtid_strict_mode.
-	return flavor == "mysql" && p.GTIDSet != "" && p.File == ""
+	return p.GTIDSet != "" && p.File == ""
 }
 
 // serverIdentity names the server that writes the binlog, to notice a failover.

@@ -173,11 +173,12 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		if err != nil {
 			return exitErr(ExitServer, err)
 		}
-		if start, err = startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
+		var trackGTID bool
+		if start, trackGTID, err = startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
 			bootstrapper(ctx, cfg, db, flavor, rdb, log)); err != nil {
 			return err
 		}
-		src = newSource(cfg, db, flavor, start, identity, log, m)
+		src = newSource(cfg, db, flavor, start, trackGTID, identity, log, m)
 		ckpt = &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 			Log: log.With(slog.String("component", "checkpoint"))}
 		ckpt.Start()

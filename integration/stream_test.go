@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -528,4 +529,114 @@ func TestIntegrationPoisonRowStopsWithoutDeadLetter(t *testing.T) {
 	if code := p2.wait(t, 30*time.Second); code != 1 {
 		t.Fatalf("restart should stop again on the same row (exit %d); checkpoint was %s", code, raw)
 	}
+}
+
+// TestIntegrationStartFromGTID starts from a MariaDB GTID set given on the command line (mysql.gtid auto):
+// only the transactions after the set arrive, the checkpoint carries the set on, and a restart resumes from it,
+// also when the process stopped before its first transaction (a checkpoint without a file).
+func TestIntegrationStartFromGTID(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL, "INSERT INTO users (id, name) VALUES (1, 'before'), (2, 'before')")
+	gtidPos := func() string {
+		var g string
+		if err := e.sqldb.QueryRow("SELECT @@gtid_binlog_pos").Scan(&g); err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	set := gtidPos()
+	e.exec("INSERT INTO users (id, name) VALUES (3, 'after')")
+	p := e.start("--config", "../config.example.yaml", "--start-gtid", set)
+	e.exec("INSERT INTO users (id, name) VALUES (4, 'after')")
+	waitKeys := func(want ...int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			got, _ := e.snapshotRedis("users")
+			ok := len(got) == len(want)
+			for _, id := range want {
+				ok = ok && got[fmt.Sprintf("%s:users:%d", e.db, id)]["name"] == "after"
+			}
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Redis holds %v, want the rows %v (written after the start set)", got, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	waitKeys(3, 4)
+	p.stop(t, 15*time.Second)
+	ck := readCheckpoint(t, e.ckpt)
+	if ck.File == "" || !strings.Contains(ck.GTIDSet, "-") {
+		t.Fatalf("checkpoint after streaming %+v: want a file and a GTID set", ck)
+	}
+
+	p = e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO users (id, name) VALUES (5, 'after')")
+	waitKeys(3, 4, 5)
+	p.stop(t, 15*time.Second)
+	// The checkpoint's set is the server's own GTID position at its file and position (complete, so a restart
+	// may stream by it).
+	ck = readCheckpoint(t, e.ckpt)
+	var atPos string
+	if err := e.sqldb.QueryRow("SELECT BINLOG_GTID_POS(?, ?)", ck.File, ck.Pos).Scan(&atPos); err != nil {
+		t.Fatal(err)
+	}
+	if ck.GTIDSet != atPos {
+		t.Fatalf("checkpoint %s:%d has the GTID set %q, the server says %q", ck.File, ck.Pos, ck.GTIDSet, atPos)
+	}
+
+	// Stopped before any transaction: the checkpoint names only the set, and the restart streams by it.
+	set = gtidPos()
+	p = e.start("--config", "../config.example.yaml", "--start-gtid", set)
+	p.stop(t, 15*time.Second)
+	if ck := readCheckpoint(t, e.ckpt); ck.File != "" || ck.GTIDSet != set {
+		t.Fatalf("checkpoint of a GTID start stopped at once: %+v, want only the set %s", ck, set)
+	}
+	e.exec("INSERT INTO users (id, name) VALUES (6, 'after')")
+	p = e.start("--config", "../config.example.yaml")
+	waitKeys(3, 4, 5, 6)
+	p.stop(t, 15*time.Second)
+
+	// A file start takes the set at that position from the server, so the checkpoints carry complete sets.
+	var file, doDB, ignoreDB string
+	var pos uint32
+	if err := e.sqldb.QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &doDB, &ignoreDB); err != nil {
+		t.Fatal(err)
+	}
+	e.exec("INSERT INTO users (id, name) VALUES (7, 'after')")
+	p = e.start("--config", "../config.example.yaml", "--start-file", file, "--start-pos", fmt.Sprint(pos))
+	waitKeys(3, 4, 5, 6, 7)
+	p.stop(t, 15*time.Second)
+	ck = readCheckpoint(t, e.ckpt)
+	if err := e.sqldb.QueryRow("SELECT BINLOG_GTID_POS(?, ?)", ck.File, ck.Pos).Scan(&atPos); err != nil {
+		t.Fatal(err)
+	}
+	if ck.GTIDSet == "" || ck.GTIDSet != atPos {
+		t.Fatalf("checkpoint %s:%d after a file start has the GTID set %q, the server says %q", ck.File, ck.Pos,
+			ck.GTIDSet, atPos)
+	}
+
+	// A GTID start with GTIDs turned off is a configuration error.
+	e.extra["BINLOGSYNC_MYSQL_GTID"] = "off"
+	p = e.spawn("--config", "../config.example.yaml", "--start-gtid", set)
+	if code := p.wait(t, 30*time.Second); code != 2 || !strings.Contains(p.Log(), "needs mysql.gtid auto or on") {
+		t.Fatalf("exit code %d, want 2 and the reason:\n%s", code, tail(p.Log(), 2000))
+	}
+}
+
+// readCheckpoint reads the file store's checkpoint.
+func readCheckpoint(t *testing.T, path string) change.Position {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p change.Position
+	if err := json.Unmarshal(b, &p); err != nil {
+		t.Fatalf("checkpoint %s: %v", b, err)
+	}
+	return p
 }

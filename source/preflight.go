@@ -702,19 +702,29 @@ func CurrentPosition(ctx context.Context, db *sql.DB, flavor string) (change.Pos
 		}
 		return p, nil
 	}
-	var gtid sql.NullString
-	if err := db.QueryRowContext(ctx, "SELECT BINLOG_GTID_POS(?, ?)", p.File, p.Pos).Scan(&gtid); err != nil {
-		return change.Position{}, fmt.Errorf("reading the GTID position at %s:%d: %w", p.File, p.Pos, err)
+	gtid, ok, err := MariaDBGTIDAt(ctx, db, p.File, p.Pos)
+	if err != nil {
+		return change.Position{}, err
 	}
-	if !gtid.Valid {
+	if !ok {
 		return change.Position{}, fmt.Errorf("reading the GTID position at %s:%d: BINLOG_GTID_POS returned NULL",
 			p.File, p.Pos)
 	}
-	p.GTIDSet = gtid.String
+	p.GTIDSet = gtid
 	if err := db.QueryRowContext(ctx, "SELECT @@server_id").Scan(&p.ServerUUID); err != nil {
 		return change.Position{}, fmt.Errorf("reading @@server_id: %w", err)
 	}
 	return p, nil
+}
+
+// MariaDBGTIDAt returns MariaDB's GTID position at file:pos (BINLOG_GTID_POS): the set of transactions executed
+// up to it, possibly empty. ok is false when the server cannot tell (the file is gone, or pos is not at an event).
+func MariaDBGTIDAt(ctx context.Context, db *sql.DB, file string, pos uint32) (set string, ok bool, err error) {
+	var gtid sql.NullString
+	if err := db.QueryRowContext(ctx, "SELECT BINLOG_GTID_POS(?, ?)", file, pos).Scan(&gtid); err != nil {
+		return "", false, fmt.Errorf("reading the GTID position at %s:%d: %w", file, pos, err)
+	}
+	return gtid.String, gtid.Valid, nil
 }
 
 // isParseError reports a server syntax error (a statement this version lacks).

@@ -52,6 +52,10 @@ type Config struct {
 	ReconnectMaxBackoff time.Duration
 	// UseGTID makes the source resume by GTID set when the start position has one.
 	UseGTID bool
+	// TrackGTID says the start position's GTID set (possibly empty) is complete: every transaction executed up
+	// to it. Only then does the source add the GTIDs it reads and stamp boundaries with the set; a set gathered
+	// from a file position would lack the transactions before it, and resuming by it would replay or fail.
+	TrackGTID bool
 	// BatchRows bounds the rows of one batch (a larger transaction spans batches).
 	BatchRows int
 	// BatchWait bounds how long a batch that could not be handed off at once
@@ -268,7 +272,7 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		tables:    map[uint64]*tableState{},
 		published: start,
 	}
-	if start.GTIDSet != "" {
+	if s.cfg.TrackGTID {
 		st.gset, err = gmysql.ParseGTIDSet(s.cfg.Flavor, start.GTIDSet)
 		if err != nil {
 			return nil, permanent(fmt.Errorf("parsing the start GTID set %q: %w", start.GTIDSet, err))
@@ -455,15 +459,12 @@ type gtidNexter interface {
 }
 
 func (st *stream) addGTID(e gtidNexter) error {
+	if st.gset == nil {
+		return nil // not tracking (Config.TrackGTID)
+	}
 	next, err := e.GTIDNext()
 	if err != nil {
 		return permanent(fmt.Errorf("decoding a GTID event at %s:%d: %w", st.file, st.pos, err))
-	}
-	if st.gset == nil {
-		st.gset, err = gmysql.ParseGTIDSet(st.flavor, "")
-		if err != nil {
-			return permanent(err)
-		}
 	}
 	if err := st.gset.Update(next.String()); err != nil {
 		return permanent(fmt.Errorf("adding GTID %s at %s:%d: %w", next, st.file, st.pos, err))
