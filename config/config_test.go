@@ -58,6 +58,7 @@ func TestDefaults(t *testing.T) {
 		{"reconcile.repair", c.Reconcile.Repair, true},
 		{"kafka.compression", c.Kafka.Compression, "snappy"},
 		{"kafka.required_acks", c.Kafka.RequiredAcks, "all"},
+		{"kafka.batch_timeout", c.Kafka.BatchTimeout, 2 * time.Millisecond}, // not kafka-go's 1s
 		{"kafka.commit_interval", c.Kafka.CommitInterval, 100 * time.Millisecond},
 	}
 	for _, ch := range checks {

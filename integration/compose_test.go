@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -31,6 +32,9 @@ func TestComposeFileAgreesWithConfig(t *testing.T) {
 			Environment map[string]string `yaml:"environment"`
 			Ports       []string          `yaml:"ports"`
 			DependsOn   map[string]any    `yaml:"depends_on"`
+			Healthcheck struct {
+				Test []string `yaml:"test"`
+			} `yaml:"healthcheck"`
 		} `yaml:"services"`
 	}
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
@@ -56,6 +60,17 @@ func TestComposeFileAgreesWithConfig(t *testing.T) {
 	}
 	if r := doc.Services["redis"]; !strings.HasPrefix(r.Image, "redis:7") {
 		t.Errorf("redis image %q, want redis:7", r.Image)
+	}
+
+	df, err := os.ReadFile("../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := string(df)
+	probePort := regexp.MustCompile(`--healthcheck", "http://127\.0\.0\.1:(\d+)/readyz"`)
+	imageProbe := probePort.FindStringSubmatch(d)
+	if imageProbe == nil {
+		t.Fatalf("the Dockerfile's HEALTHCHECK does not probe /readyz on a loopback port")
 	}
 
 	roles := map[string]int{}
@@ -109,16 +124,24 @@ func TestComposeFileAgreesWithConfig(t *testing.T) {
 		if !published {
 			t.Errorf("%s: listens on %s but publishes %v", name, listen, svc.Ports)
 		}
+		// The health check (the service's own, else the image's) probes the port the process listens on.
+		probe := imageProbe[1]
+		if len(svc.Healthcheck.Test) > 0 {
+			m := probePort.FindStringSubmatch(`"` + strings.Join(svc.Healthcheck.Test, `", "`) + `"`)
+			if m == nil {
+				t.Errorf("%s: health check %v does not probe /readyz on a loopback port", name, svc.Healthcheck.Test)
+				continue
+			}
+			probe = m[1]
+		}
+		if probe != port {
+			t.Errorf("%s: listens on port %s, its health check probes port %s", name, port, probe)
+		}
 	}
 	if roles["source"] != 1 || roles["sink"] != 2 {
 		t.Errorf("want one source and two sinks, got %v", roles)
 	}
 
-	df, err := os.ReadFile("../Dockerfile")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := string(df)
 	if strings.Count(d, "\nFROM ") < 1 || strings.Count(d, "FROM ") < 2 {
 		t.Errorf("Dockerfile should be multi-stage")
 	}

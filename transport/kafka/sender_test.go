@@ -22,6 +22,7 @@ import (
 type produceLog struct {
 	mu       sync.Mutex
 	requests [][]int32 // the partitions of each request
+	acks     []int16   // the acks each request asked for
 }
 
 func (l *produceLog) observe(c *kfake.Cluster) {
@@ -35,6 +36,7 @@ func (l *produceLog) observe(c *kfake.Cluster) {
 		}
 		l.mu.Lock()
 		l.requests = append(l.requests, parts)
+		l.acks = append(l.acks, kr.(*kmsg.ProduceRequest).Acks)
 		l.mu.Unlock()
 		return nil, nil, false
 	})
@@ -147,10 +149,13 @@ func TestSenderOneRequestPerBroker(t *testing.T) {
 		BatchTimeout: 20 * time.Millisecond}, batches(table, rows, rows))
 
 	log.mu.Lock()
-	reqs := log.requests
+	reqs, acks := log.requests, log.acks
 	log.mu.Unlock()
 	if len(reqs) != 1 || len(reqs[0]) != 6 {
 		t.Fatalf("produce requests carried partitions %v, want one request with all six", reqs)
+	}
+	if acks[0] != -1 {
+		t.Fatalf("the produce request asked for acks %d, want -1 (all in-sync replicas, the default)", acks[0])
 	}
 	checkOnceInOrder(t, readPartitions(t, ctx, brokers, "changes", 6, rows), rows)
 }
