@@ -202,7 +202,15 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			close(queue) // the producer publishes what is queued, then returns
 			srcErr <- err
 		}()
-		go func() { prodErr <- prod.Run(prodCtx, start, queue, ckpt.Advance) }()
+		named := start
+		if named.File == "" {
+			// A GTID start: the messages name binlog files from their sequence numbers, with the server's
+			// base name.
+			if cur, err := source.CurrentPosition(startCtx, db, flavor); err == nil {
+				named.File = cur.File
+			}
+		}
+		go func() { prodErr <- prod.Run(prodCtx, named, queue, ckpt.Advance) }()
 		log.Info("streaming", slog.String("file", start.File), slog.Uint64("pos", uint64(start.Pos)),
 			slog.String("gtid_set", start.GTIDSet), slog.String("topic", cfg.Kafka.Topic),
 			slog.Any("brokers", cfg.Kafka.Brokers))

@@ -61,6 +61,9 @@ type ConsumerConfig struct {
 	ShutdownTimeout time.Duration
 	// Pipeline receives the apply metrics (rows applied, lag); may be nil.
 	Pipeline *metrics.Metrics
+	// TopicCheckInterval is how often the per-table topics are listed again, to read the topics of tables that
+	// appeared since (default 30s).
+	TopicCheckInterval time.Duration
 }
 
 // Consumer reads the change topics as a member of a consumer group, applies
@@ -87,6 +90,9 @@ func NewConsumer(cfg ConsumerConfig, a Applier) (*Consumer, error) {
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 4096
+	}
+	if cfg.TopicCheckInterval <= 0 {
+		cfg.TopicCheckInterval = 30 * time.Second
 	}
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 10 * time.Second
@@ -383,7 +389,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []st
 		if ctx.Err() != nil {
 			return nil
 		}
-		if c.cfg.TopicPerTable && time.Since(lastTopicCheck) > 30*time.Second {
+		if c.cfg.TopicPerTable && time.Since(lastTopicCheck) > c.cfg.TopicCheckInterval {
 			lastTopicCheck = time.Now()
 			if ts, err := c.tableTopics(ctx); err == nil && !slices.Equal(ts, topics) {
 				return errTopicsChanged

@@ -96,6 +96,10 @@ func sanitize(s string) string {
 	}, s)
 }
 
+// ErrTopicMissing is returned (wrapped) by EnsureTopics for a topic that does not exist while CreateTopic is off.
+// The producer stops on it rather than retry: waiting would stall the stream behind a warning.
+var ErrTopicMissing = errors.New("kafka topic does not exist")
+
 // EnsureTopics checks that the topics exist, creating the missing ones when
 // CreateTopic is set.
 func (c *Common) EnsureTopics(ctx context.Context, client *kafkago.Client, topics ...string) error {
@@ -118,8 +122,8 @@ func (c *Common) EnsureTopics(ctx context.Context, client *kafkago.Client, topic
 		return nil
 	}
 	if !c.CreateTopic {
-		return fmt.Errorf("kafka topic %s does not exist; create it (with the partitions and replication you want) "+
-			"or set kafka.create_topic: true", strings.Join(missing, ", "))
+		return fmt.Errorf("%w: %s; create it (with the partitions and replication you want) or set "+
+			"kafka.create_topic: true", ErrTopicMissing, strings.Join(missing, ", "))
 	}
 	req := &kafkago.CreateTopicsRequest{}
 	for _, t := range missing {
@@ -394,6 +398,9 @@ func (p *Producer) retry(ctx context.Context, what string, f func() error) error
 		}
 		if errors.Is(err, io.ErrClosedPipe) {
 			return fmt.Errorf("%s: the producer is closed", what)
+		}
+		if errors.Is(err, ErrTopicMissing) {
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		var tooLarge kafkago.MessageTooLargeError
 		if errors.As(err, &tooLarge) {
