@@ -15,10 +15,12 @@ type Metrics struct {
 	Passes        *prometheus.CounterVec
 	PassDuration  prometheus.Histogram
 
-	now      func() time.Time
-	mu       sync.Mutex
-	lastVer  map[string]time.Time
-	sinceVer *prometheus.Desc
+	now       func() time.Time
+	mu        sync.Mutex
+	lastVer   map[string]time.Time // the last finished pass of each table
+	lastFull  map[string]time.Time // the last pass that verified each table in full (fullyVerifies)
+	sinceVer  *prometheus.Desc
+	sinceFull *prometheus.Desc
 }
 
 // NewMetrics creates the collectors and registers them on reg. now is the clock (nil: time.Now).
@@ -48,10 +50,15 @@ func NewMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 			Help:    "Duration of reconcile passes, finished or not.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 3, 12),
 		}),
-		now:     now,
-		lastVer: map[string]time.Time{},
+		now:      now,
+		lastVer:  map[string]time.Time{},
+		lastFull: map[string]time.Time{},
 		sinceVer: prometheus.NewDesc("binlogsync_reconcile_seconds_since_verified",
-			"Seconds since the table last finished a reconcile pass.", []string{"table"}, nil),
+			"Seconds since the table last finished a reconcile pass (any: cached or full, dry run or not).",
+			[]string{"table"}, nil),
+		sinceFull: prometheus.NewDesc("binlogsync_reconcile_seconds_since_full_verified",
+			"Seconds since the table last finished a full pass (every Redis row hashed from its fields) that left "+
+				"Redis equal to MySQL.", []string{"table"}, nil),
 	}
 	reg.MustRegister(m.DriftFound, m.DriftRepaired, m.RowsCompared, m.Passes, m.PassDuration, sinceCollector{m})
 	return m
@@ -60,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer, now func() time.Time) *Metrics {
 // sinceCollector exposes the time since each table's last verified pass, computed at scrape time.
 type sinceCollector struct{ m *Metrics }
 
-func (c sinceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.sinceVer }
+func (c sinceCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.m.sinceVer; ch <- c.m.sinceFull }
 
 func (c sinceCollector) Collect(ch chan<- prometheus.Metric) {
 	c.m.mu.Lock()
@@ -69,18 +76,33 @@ func (c sinceCollector) Collect(ch chan<- prometheus.Metric) {
 	for t, at := range c.m.lastVer {
 		ch <- prometheus.MustNewConstMetric(c.m.sinceVer, prometheus.GaugeValue, now.Sub(at).Seconds(), t)
 	}
+	for t, at := range c.m.lastFull {
+		ch <- prometheus.MustNewConstMetric(c.m.sinceFull, prometheus.GaugeValue, now.Sub(at).Seconds(), t)
+	}
 }
 
-// SetVerified records when a table last finished a pass (at start-up, from the saved state).
-func (m *Metrics) SetVerified(table string, at time.Time) { m.verified(table, at) }
+// SetVerified records when a table last finished a pass, and when one verified it in full (at start-up, from the
+// saved state; full is zero when none did).
+func (m *Metrics) SetVerified(table string, at, full time.Time) {
+	m.verified(table, at, false)
+	if m != nil && !full.IsZero() {
+		m.mu.Lock()
+		m.lastFull[table] = full
+		m.mu.Unlock()
+	}
+}
 
-func (m *Metrics) verified(table string, at time.Time) {
+// verified records that a pass over table finished at at; full: it verified the table in full.
+func (m *Metrics) verified(table string, at time.Time, full bool) {
 	if m == nil {
 		return
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.lastVer[table] = at
+	if full {
+		m.lastFull[table] = at
+	}
 }
 
 func (m *Metrics) pass(ok bool, d time.Duration) {

@@ -298,9 +298,10 @@ func (r *Reconciler) Run(ctx context.Context, opts PassOptions) (*Report, error)
 	if err := st.finish(ctx, rep); err != nil {
 		return rep, err
 	}
-	for _, t := range rep.Tables {
+	for i := range rep.Tables {
+		t := &rep.Tables[i]
 		if t.Error == "" {
-			r.cfg.Metrics.verified(t.Table, rep.Finished)
+			r.cfg.Metrics.verified(t.Table, rep.Finished, fullyVerifies(rep, t))
 		}
 	}
 	return rep, nil

@@ -787,8 +787,36 @@ func TestServe(t *testing.T) {
 	}
 	code, body := call("GET", "/metrics", "")
 	if code != http.StatusOK || !strings.Contains(body, `binlogsync_reconcile_drift_repaired_total{kind="missing",table="`+f.db+`.q"} 3`) ||
-		!strings.Contains(body, "binlogsync_reconcile_seconds_since_verified{table=") {
+		!strings.Contains(body, "binlogsync_reconcile_seconds_since_verified{table=") ||
+		!strings.Contains(body, `binlogsync_reconcile_seconds_since_full_verified{table="`+f.db+`.q"}`) {
 		t.Fatalf("/metrics: %d\n%s", code, body)
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, body := call("GET", path, ""); code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
+	}
+	if code, body := call("POST", "/reconcile?table="+f.db+".nosuch", "s3cret"); code != http.StatusBadRequest ||
+		!strings.Contains(body, "not a selected table") {
+		t.Fatalf("POST of an unknown table: %d %s, want 400", code, body)
+	}
+
+	// A dry run that finds drift finishes a pass but does not verify the table in full.
+	ctx0 := context.Background()
+	fullBefore, err := r.FullyVerified(ctx0)
+	if err != nil || fullBefore[f.db+".q"].IsZero() {
+		t.Fatalf("full verification times %v, %v: want the table's", fullBefore, err)
+	}
+	f.rdb.Del(ctx0, f.db+":q:2")
+	second := lastID()
+	if code, body := call("POST", "/reconcile?table="+f.db+".q&dry_run=1", "s3cret"); code != http.StatusAccepted {
+		t.Fatalf("POST dry_run: %d %s", code, body)
+	}
+	waitID(second)
+	fullAfter, _ := r.FullyVerified(ctx0)
+	verified, _ := r.Verified(ctx0)
+	if !fullAfter[f.db+".q"].Equal(fullBefore[f.db+".q"]) || !verified[f.db+".q"].After(fullBefore[f.db+".q"]) {
+		t.Fatalf("after a dry run with drift: full %v (was %v), finished %v", fullAfter, fullBefore, verified)
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Fatalf("metric lint: %v %v", err, problems)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -66,8 +67,9 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 		opts.FullEvery = 24 * time.Hour
 	}
 	if verified, err := r.Verified(ctx); err == nil {
+		full, _ := r.FullyVerified(ctx)
 		for t, at := range verified {
-			r.cfg.Metrics.SetVerified(t, at)
+			r.cfg.Metrics.SetVerified(t, at, full[t])
 		}
 	}
 	trigger := make(chan request, 1)
@@ -118,6 +120,20 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 				q := req.URL.Query()
 				flag := func(k string) bool { return q.Get(k) == "1" || q.Get(k) == "true" }
 				rq := request{tables: q["table"], scanOrphans: flag("scan_orphans"), dryRun: flag("dry_run"), cached: flag("cached")}
+				if len(rq.tables) > 0 {
+					known, err := r.Tables(req.Context())
+					if err != nil {
+						http.Error(w, err.Error(), http.StatusServiceUnavailable)
+						return
+					}
+					for _, t := range rq.tables {
+						if _, found := slices.BinarySearch(known, t); !found {
+							http.Error(w, fmt.Sprintf("table %q is not a selected table (tables.include/exclude); "+
+								"selected: %s", t, strings.Join(known, ", ")), http.StatusBadRequest)
+							return
+						}
+					}
+				}
 				if r.running.Load() {
 					http.Error(w, "a pass is running; GET /reconcile shows its progress", http.StatusConflict)
 					return

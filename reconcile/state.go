@@ -20,7 +20,8 @@ import (
 //	table:<db.t>     the progress of a table in that pass, JSON tableProgress
 //	last_report      the report of the last finished pass, JSON Report
 //	verified:<db.t>  when the table last finished a pass, RFC 3339
-//	full:<db.t>      when the table last finished a pass that hashed every Redis row from its fields
+//	full:<db.t>      when the table last finished a pass that hashed every Redis row from its fields and left Redis
+//	                 equal to MySQL (not a dry run that found drift, nothing refused): fullyVerifies
 //
 // An empty key disables it: no resume, no last report.
 type stateStore struct {
@@ -159,7 +160,7 @@ func (s *stateStore) finish(ctx context.Context, rep *Report) error {
 	for _, t := range rep.Tables {
 		if t.Error == "" {
 			values = append(values, "verified:"+t.Table, rep.Finished.Format(time.RFC3339Nano))
-			if !rep.Cached {
+			if fullyVerifies(rep, &t) {
 				values = append(values, "full:"+t.Table, rep.Finished.Format(time.RFC3339Nano))
 			}
 		}
@@ -168,6 +169,12 @@ func (s *stateStore) finish(ctx context.Context, rep *Report) error {
 		return err
 	}
 	return s.clearProgress(ctx)
+}
+
+// fullyVerifies reports whether pass rep leaves table t verified in full: every Redis row hashed from its fields
+// (not cached), and Redis equal to MySQL at the end (no dry run that found drift, no repair refused).
+func fullyVerifies(rep *Report, t *TableReport) bool {
+	return t.Error == "" && !rep.Cached && (!rep.DryRun || t.Drift() == 0) && t.Refused == 0
 }
 
 // LastReport returns the report of the last finished pass, nil when there is none.
@@ -186,7 +193,7 @@ func (r *Reconciler) Verified(ctx context.Context) (map[string]time.Time, error)
 	return r.times(ctx, "verified:")
 }
 
-// FullyVerified returns when each table last finished a pass without cached row hashes.
+// FullyVerified returns when each table last finished a pass that verified it in full (fullyVerifies).
 func (r *Reconciler) FullyVerified(ctx context.Context) (map[string]time.Time, error) {
 	return r.times(ctx, "full:")
 }
