@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"log/slog"
 	"sort"
 	"sync"
@@ -236,6 +237,11 @@ func (r *Reconciler) Run(ctx context.Context, opts PassOptions) (*Report, error)
 	}
 
 	st := &stateStore{rdb: r.cfg.Redis, key: r.cfg.StateKey}
+	ctx, release, err := st.lock(ctx, leaseHolder())
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	var ps *passState
 	if !opts.Restart {
 		if ps, err = st.loadPass(ctx); err != nil {
@@ -277,6 +283,9 @@ func (r *Reconciler) Run(ctx context.Context, opts PassOptions) (*Report, error)
 		if err != nil {
 			rep.Finished = time.Now().UTC()
 			r.cfg.Metrics.pass(false, time.Since(passStart))
+			if cause := context.Cause(ctx); errors.Is(cause, errLeaseLost) {
+				err = cause
+			}
 			return rep, err
 		}
 	}
@@ -324,6 +333,12 @@ func (r *Reconciler) epoch(ctx context.Context) (uint16, error) {
 		return p.Epoch + 1, nil
 	}
 	return p.Epoch, nil
+}
+
+// leaseHolder names this process in the reconcile lease: host and process id.
+func leaseHolder() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s pid %d", host, os.Getpid())
 }
 
 func newID() string {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -820,5 +821,50 @@ func TestServe(t *testing.T) {
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Fatalf("metric lint: %v %v", err, problems)
+	}
+}
+
+// TestLease: one pass at a time per state key, across processes. A held lease refuses a pass with its holder; a
+// lease lost during a pass (Redis flushed) stops the pass.
+func TestLease(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE l (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO l SELECT seq, 'x' FROM seq_1_to_3000")
+	r := f.reconciler(100)
+	ctx := context.Background()
+	lockKey := "test:reconcile:lock"
+	f.rdb.Set(ctx, lockKey, "other-host pid 7 abc", time.Minute)
+	if _, err := r.Run(ctx, PassOptions{}); !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), "other-host pid 7") {
+		t.Fatalf("pass under another's lease: %v, want ErrLocked naming the holder", err)
+	}
+	f.rdb.Del(ctx, lockKey)
+	f.run(r, PassOptions{})
+	if n := f.rdb.Exists(ctx, lockKey).Val(); n != 0 {
+		t.Fatal("the lease outlived the pass")
+	}
+
+	old := lockTTL
+	lockTTL = 300 * time.Millisecond
+	t.Cleanup(func() { lockTTL = old })
+	r.cfg.RateLimitRows = 1000 // about 3 s for the table
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Run(ctx, PassOptions{Restart: true})
+		done <- err
+	}()
+	time.Sleep(400 * time.Millisecond)
+	if n := f.rdb.Exists(ctx, lockKey).Val(); n != 1 {
+		t.Fatal("a running pass holds no lease")
+	}
+	f.rdb.Set(ctx, lockKey, "a thief", time.Minute)
+	select {
+	case err := <-done:
+		if !errors.Is(err, errLeaseLost) {
+			t.Fatalf("pass after its lease was taken: %v, want errLeaseLost", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the pass went on after its lease was taken")
+	}
+	if v := f.rdb.Get(ctx, lockKey).Val(); v != "a thief" {
+		t.Fatalf("the stopped pass released a lease it did not hold (now %q)", v)
 	}
 }

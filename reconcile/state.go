@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -216,3 +217,76 @@ func (r *Reconciler) times(ctx context.Context, prefix string) (map[string]time.
 	}
 	return out, nil
 }
+
+// ErrLocked is returned (wrapped) by Run while another process holds the reconcile lease of the same state key.
+var ErrLocked = errors.New("another process is running a reconcile pass on this state key")
+
+// errLeaseLost ends a pass whose lease expired or was taken (Redis lost it): another pass may have started.
+var errLeaseLost = errors.New("the reconcile lease was lost (Redis restarted or flushed, or too slow to renew it); " +
+	"the pass stopped so that no two passes share its progress; run it again")
+
+// lockTTL is how long the lease outlives its holder's last renewal (a crashed holder); it is renewed every third.
+var lockTTL = 30 * time.Second
+
+// lock takes the lease <key>:lock, so that one pass at a time uses the state key: a `reconciler run` beside
+// `reconciler serve`, or binlogsync's bootstrap, would otherwise resume the other's pass and clear its progress.
+// The lease is renewed while the pass runs; the returned context ends with errLeaseLost as its cause when it is
+// lost. release gives it back. Without a state key there is nothing to share, and no lease.
+func (s *stateStore) lock(ctx context.Context, holder string) (context.Context, func(), error) {
+	if s.key == "" {
+		return ctx, func() {}, nil
+	}
+	key := s.key + ":lock"
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	token := holder + " " + hex.EncodeToString(b[:])
+	ok, err := s.rdb.SetNX(ctx, key, token, lockTTL).Result()
+	if err != nil {
+		return ctx, nil, fmt.Errorf("taking the reconcile lease %s: %w", key, err)
+	}
+	if !ok {
+		by, _ := s.rdb.Get(ctx, key).Result()
+		ttl, _ := s.rdb.PTTL(ctx, key).Result()
+		return ctx, nil, fmt.Errorf("%w (lease %s held by %q; it expires %s after its holder stops)", ErrLocked, key, by,
+			ttl.Round(time.Second))
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(lockTTL / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			n, err := renewLease.Run(ctx, s.rdb, []string{key}, token, lockTTL.Milliseconds()).Int()
+			if err == nil && n == 0 {
+				cancel(errLeaseLost)
+				return
+			}
+			// A failed renewal (Redis briefly away) is tried again; the lease lasts three intervals.
+		}
+	}()
+	release := func() {
+		close(done)
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer rcancel()
+		_ = releaseLease.Run(rctx, s.rdb, []string{key}, token).Err()
+		cancel(nil)
+	}
+	return ctx, release, nil
+}
+
+// renewLease extends the lease KEYS[1] by ARGV[2] ms if ARGV[1] still holds it; releaseLease deletes it if so.
+var (
+	renewLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0`)
+	releaseLease = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`)
+)
