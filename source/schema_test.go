@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,37 @@ func TestResolveColumnsSchemaFillsGapsOnlyWhenItAgrees(t *testing.T) {
 	other.Columns[1].Name = "renamed"
 	if cols, _, err := ResolveColumns(tm, other); err == nil || !strings.Contains(err.Error(), "character set of column name is unknown") {
 		t.Fatalf("disagreeing schema: %+v, %v; want the charset to stay unknown", cols, err)
+	}
+}
+
+// TestProject checks the column rules: include, exclude and rename pick and name the fields, and the rules that
+// would lose the key or clash with metadata or each other are errors naming the fix.
+func TestProject(t *testing.T) {
+	cols := []Column{{Name: "id"}, {Name: "a"}, {Name: "b"}, {Name: "c"}}
+	pk := []int{0}
+	tb, keep, err := project("d", "t", cols, pk, &ColumnRule{Include: []string{"id", "b", "c"}, Exclude: []string{"c"},
+		Rename: map[string]string{"b": "bee"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tb.Columns, []string{"id", "bee"}) || !slices.Equal(keep, []int{0, 2}) || !slices.Equal(tb.PK, []int{0}) {
+		t.Fatalf("fields %v from columns %v, key %v", tb.Columns, keep, tb.PK)
+	}
+	tb, _, err = project("d", "t", cols, []int{2}, &ColumnRule{Exclude: []string{"a"}})
+	if err != nil || !slices.Equal(tb.Columns, []string{"id", "b", "c"}) || !slices.Equal(tb.PK, []int{1}) {
+		t.Fatalf("exclude: fields %v, key %v, %v", tb.Columns, tb.PK, err)
+	}
+	for _, c := range []struct {
+		rule *ColumnRule
+		want string
+	}{
+		{&ColumnRule{Include: []string{"a", "b"}}, "remove primary-key column id"},
+		{&ColumnRule{Exclude: []string{"id"}}, "remove primary-key column id"},
+		{&ColumnRule{Rename: map[string]string{"a": "_a"}}, "starts with '_'"},
+		{&ColumnRule{Rename: map[string]string{"a": "b"}}, "both map to field \"b\""},
+	} {
+		if _, _, err := project("d", "t", cols, pk, c.rule); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("rule %+v: %v, want an error with %q", c.rule, err, c.want)
+		}
 	}
 }
