@@ -60,7 +60,7 @@ func gatherAll(t *testing.T) map[string]*dto.MetricFamily {
 	r.RowsCompared.WithLabelValues("shop.users").Inc()
 	r.Passes.WithLabelValues("finished").Inc()
 	r.PassDuration.Observe(1)
-	r.SetVerified("shop.users", time.Unix(900, 0))
+	r.SetVerified("shop.users", time.Unix(900, 0), time.Unix(800, 0))
 
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -96,6 +96,7 @@ func TestAllMetricsPassPromlint(t *testing.T) {
 		"binlogsync_rows_read_total", "binlogsync_dead_letters_total", "binlogsync_queue_batches",
 		"binlogsync_kafka_consumer_lag_messages", "binlogsync_kafka_unacknowledged_messages",
 		"binlogsync_reconcile_drift_found_total", "binlogsync_reconcile_seconds_since_verified",
+		"binlogsync_reconcile_seconds_since_full_verified",
 	} {
 		if fams[want] == nil {
 			t.Errorf("%s was not gathered", want)
