@@ -94,8 +94,10 @@ type Change struct {
 	After Row
 	// Version totally orders the changes of the source (SPEC section 3).
 	Version Version
-	// CommitTime is the commit timestamp of the change's transaction, as the
-	// server wrote it in the binlog (second precision).
+	// CommitTime is the binlog timestamp of the change's event (second
+	// precision): when its statement started, which for a single-statement
+	// transaction is its commit time within the second. Debezium's ts_ms and
+	// Maxwell's ts are the same timestamp.
 	CommitTime time.Time
 }
 
