@@ -23,6 +23,9 @@ type TableSchema struct {
 	Columns       []SchemaColumn
 	// PK holds the indexes into Columns of the primary key, in key order.
 	PK []int
+	// DefaultCharset is the table's default character set (of TABLE_COLLATION), which a column added without
+	// one takes.
+	DefaultCharset string
 }
 
 // SchemaColumn is one row of information_schema.COLUMNS.
@@ -100,6 +103,12 @@ func LoadTableSchema(ctx context.Context, db *sql.DB, schema, table string) (*Ta
 	if len(ts.Columns) == 0 {
 		return nil, fmt.Errorf("loading columns of %s.%s: table not found in information_schema", schema, table)
 	}
+	var coll sql.NullString
+	if err := db.QueryRowContext(ctx, `SELECT TABLE_COLLATION FROM information_schema.TABLES
+		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?`, schema, table).Scan(&coll); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("loading the collation of %s.%s: %w", schema, table, err)
+	}
+	ts.DefaultCharset = normalizeCharset(collationCharsetName(coll.String))
 
 	pkRows, err := db.QueryContext(ctx, `SELECT COLUMN_NAME FROM information_schema.STATISTICS
 		WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX`, schema, table)

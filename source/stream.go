@@ -93,6 +93,8 @@ type Source struct {
 	cfg Config
 	db  *sql.DB // for schema look-ups when the binlog lacks column names
 	log *slog.Logger
+	// schemas are the schemas of tables whose table maps carry no names, kept across DDL (ddl.go).
+	schemas *schemaTracker
 }
 
 // New returns a Source; db is used for information_schema look-ups.
@@ -118,7 +120,7 @@ func New(cfg Config, db *sql.DB) *Source {
 	if cfg.Tables == nil {
 		cfg.Tables = func(string, string) bool { return true }
 	}
-	return &Source{cfg: cfg, db: db, log: cfg.Logger}
+	return &Source{cfg: cfg, db: db, log: cfg.Logger, schemas: newSchemaTracker(cfg.Flavor)}
 }
 
 // Run streams from start (a transaction boundary) into out until ctx ends or
@@ -278,6 +280,9 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 			return nil, permanent(fmt.Errorf("parsing the start GTID set %q: %w", start.GTIDSet, err))
 		}
 	}
+	// The tracked schemas as they were at start (a reconnect may resume before DDL statements already applied).
+	startSeq, _ := change.FileSeq(start.File)
+	s.schemas.rewind(startSeq, start.Pos)
 	st.syncer = replication.NewBinlogSyncer(bcfg)
 	if s.cfg.UseGTID && st.gset != nil {
 		st.bs, err = st.syncer.StartSyncGTID(st.gset.Clone())
@@ -403,11 +408,20 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 			return st.commit(ctx)
 		default:
 			// DDL (or a statement logged as such): its own transaction. Any
-			// table's definition may have changed; forget what we know.
+			// table's definition may have changed: table ids are mapped
+			// again, and the schemas of tables without names in their table
+			// maps follow the statement.
 			clear(st.tables)
 			st.s.cfg.Metrics.Event("ddl")
 			st.s.log.Info("DDL in the binlog", slog.String("schema", string(e.Schema)),
 				slog.String("query", truncate(q, 200)), slog.String("file", st.file), slog.Uint64("pos", uint64(endPos)))
+			if !st.s.schemas.seen(st.fileSeq, endPos) {
+				if forgot := st.s.schemas.apply(string(e.Schema), q); forgot != nil {
+					st.s.log.Warn("a DDL statement the source cannot follow: the schemas of these tables are read "+
+						"from information_schema again, which is only right if no later DDL changed them; "+
+						"binlog_row_metadata=FULL avoids this", slog.Any("tables", forgot), slog.String("query", truncate(q, 200)))
+				}
+			}
 			st.setPos(endPos)
 			return st.commit(ctx)
 		}
@@ -582,12 +596,17 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 		return nil
 	}
 	var fallback *TableSchema
+	tracked := false
 	if len(e.ColumnName) == 0 {
-		var err error
-		fallback, err = LoadTableSchema(ctx, st.s.db, db, name)
-		if err != nil {
-			return fmt.Errorf("loading the schema of %s.%s (the binlog carries no column names; "+
-				"binlog_row_metadata=FULL avoids this look-up): %w", db, name, err)
+		if fallback = st.s.schemas.get(db, name); fallback != nil {
+			tracked = true
+		} else {
+			var err error
+			if fallback, err = LoadTableSchema(ctx, st.s.db, db, name); err != nil {
+				return fmt.Errorf("loading the schema of %s.%s (the binlog carries no column names; "+
+					"binlog_row_metadata=FULL avoids this look-up): %w", db, name, err)
+			}
+			st.s.schemas.put(fallback)
 		}
 	}
 	var rule *ColumnRule
@@ -595,6 +614,17 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 		rule = st.s.cfg.Columns(db, name)
 	}
 	cols, pk, err := ResolveColumns(e, fallback)
+	if err != nil && tracked && !errors.Is(err, ErrNoPrimaryKey) {
+		// The tracked schema does not fit the rows (a statement it followed wrongly): read the table again.
+		st.s.log.Warn("the tracked schema does not match the table map; reading information_schema again",
+			slog.String("table", db+"."+name), slog.String("error", err.Error()))
+		st.s.schemas.forget(db, name)
+		if fallback, err = LoadTableSchema(ctx, st.s.db, db, name); err != nil {
+			return fmt.Errorf("loading the schema of %s.%s: %w", db, name, err)
+		}
+		st.s.schemas.put(fallback)
+		cols, pk, err = ResolveColumns(e, fallback)
+	}
 	if errors.Is(err, ErrNoPrimaryKey) {
 		if rule == nil || len(rule.KeyColumns) == 0 {
 			ts.skip = true

@@ -1,0 +1,491 @@
+package source
+
+import (
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/pingcap/tidb/pkg/parser"
+	"github.com/pingcap/tidb/pkg/parser/ast"
+	tmysql "github.com/pingcap/tidb/pkg/parser/mysql"
+	_ "github.com/pingcap/tidb/pkg/parser/test_driver" // the parser's value expressions (column defaults)
+)
+
+// schemaTracker keeps the schemas of the tables whose table maps carry no column names
+// (binlog_row_metadata=MINIMAL or NO_LOG) across DDL: a table's schema is read from information_schema when the
+// stream first meets it, and from then on each ALTER TABLE, RENAME TABLE and DROP TABLE in the binlog is applied
+// to it. information_schema describes the table as it is now, which is not the shape of the rows the stream reads
+// when DDL ran since (the stream behind, or several DDL statements in a row): reading it again after each DDL, as
+// the source did before, named the columns of older rows after a later schema.
+//
+// A statement the tracker cannot parse or apply (MariaDB-only syntax, CONVERT TO a character set, partitioning
+// that moves columns, a CREATE TABLE) makes it forget the tables concerned, or every table when it cannot tell
+// which; they are read from information_schema again when next met, and the table map check (ResolveColumns)
+// still refuses a schema whose columns do not match the rows.
+//
+// It lives in the Source, across reconnects. A reconnect resumes at the last boundary handed out, which may lie
+// before DDL statements already applied: rewind restores the schemas as they were there, and the statements are
+// applied again as they are read. It does not survive a restart: the first table map of each table after a start
+// reads information_schema, as before.
+type schemaTracker struct {
+	flavor string
+	// tables are the tracked schemas by "db.table" (lower case); a schema is never changed once tracked (alter
+	// works on a clone), so snapshots share them.
+	tables map[string]*TableSchema
+	// applied is the position (file sequence, end offset) of the newest DDL statement applied.
+	appliedFile uint32
+	appliedPos  uint32
+	// undo holds the tables as they were before each of the last DDL statements applied, oldest first.
+	undo   []trackerSnapshot
+	parser *parser.Parser
+}
+
+type trackerSnapshot struct {
+	file, pos uint32 // the statement's end
+	tables    map[string]*TableSchema
+}
+
+// maxUndo bounds the snapshots kept for rewinds: a reconnect resumes at most a queue's length of batches back,
+// and DDL statements are rare.
+const maxUndo = 256
+
+func newSchemaTracker(flavor string) *schemaTracker {
+	return &schemaTracker{flavor: flavor, tables: map[string]*TableSchema{}}
+}
+
+func trackKey(db, table string) string { return strings.ToLower(db) + "." + strings.ToLower(table) }
+
+// get returns the tracked schema of db.table, nil when there is none.
+func (t *schemaTracker) get(db, table string) *TableSchema { return t.tables[trackKey(db, table)] }
+
+// put tracks ts (read from information_schema).
+func (t *schemaTracker) put(ts *TableSchema) { t.tables[trackKey(ts.Schema, ts.Table)] = ts }
+
+// forget stops tracking db.table.
+func (t *schemaTracker) forget(db, table string) { delete(t.tables, trackKey(db, table)) }
+
+// seen reports whether the DDL statement ending at file:pos was applied already, and otherwise records it, with
+// the tables as they are before it (for rewind).
+func (t *schemaTracker) seen(file, pos uint32) bool {
+	if file < t.appliedFile || file == t.appliedFile && pos <= t.appliedPos {
+		return true
+	}
+	t.appliedFile, t.appliedPos = file, pos
+	if len(t.undo) == maxUndo {
+		t.undo = slices.Delete(t.undo, 0, 1)
+	}
+	t.undo = append(t.undo, trackerSnapshot{file: file, pos: pos, tables: maps.Clone(t.tables)})
+	return false
+}
+
+// rewind restores the schemas as they were at a boundary at file:pos (the stream resumes there): the DDL
+// statements after it are undone, to be applied again when read. file 0 (unknown) forgets every schema.
+func (t *schemaTracker) rewind(file, pos uint32) {
+	for len(t.undo) > 0 {
+		last := t.undo[len(t.undo)-1]
+		if file != 0 && (last.file < file || last.file == file && last.pos <= pos) {
+			break
+		}
+		t.tables = last.tables
+		t.undo = t.undo[:len(t.undo)-1]
+	}
+	if file == 0 {
+		clear(t.tables)
+		t.undo = nil
+	}
+	t.appliedFile, t.appliedPos = 0, 0
+	if len(t.undo) > 0 {
+		t.appliedFile, t.appliedPos = t.undo[len(t.undo)-1].file, t.undo[len(t.undo)-1].pos
+	}
+}
+
+// apply applies a DDL query run with db as the current database to the tracked schemas. It returns the tables
+// it forgot (nil when every statement was understood); "*" means all of them.
+func (t *schemaTracker) apply(db, query string) []string {
+	if len(t.tables) == 0 {
+		return nil
+	}
+	if t.parser == nil {
+		t.parser = parser.New()
+	}
+	stmts, _, err := t.parser.Parse(query, "", "")
+	if err != nil {
+		clear(t.tables)
+		return []string{"*"}
+	}
+	var forgot []string
+	for _, s := range stmts {
+		forgot = append(forgot, t.applyStmt(db, s)...)
+	}
+	return forgot
+}
+
+func (t *schemaTracker) applyStmt(db string, s ast.StmtNode) []string {
+	name := func(tn *ast.TableName) (string, string) {
+		if tn.Schema.O != "" {
+			return tn.Schema.O, tn.Name.O
+		}
+		return db, tn.Name.O
+	}
+	switch s := s.(type) {
+	case *ast.AlterTableStmt:
+		d, n := name(s.Table)
+		ts := t.get(d, n)
+		if ts == nil {
+			return nil
+		}
+		next := ts.clone()
+		newName, ok := t.alter(next, s.Specs)
+		if !ok {
+			t.forget(d, n)
+			return []string{d + "." + n}
+		}
+		t.forget(d, n)
+		if newName != nil {
+			next.Schema, next.Table = name(newName)
+		}
+		t.put(next)
+	case *ast.RenameTableStmt:
+		for _, tt := range s.TableToTables {
+			od, on := name(tt.OldTable)
+			if ts := t.get(od, on); ts != nil {
+				t.forget(od, on)
+				ts = ts.clone()
+				ts.Schema, ts.Table = name(tt.NewTable)
+				t.put(ts)
+			}
+		}
+	case *ast.DropTableStmt:
+		for _, tn := range s.Tables {
+			t.forget(name(tn))
+		}
+	case *ast.CreateTableStmt:
+		// The new table is read from information_schema when first met.
+		d, n := name(s.Table)
+		t.forget(d, n)
+	case *ast.DropDatabaseStmt:
+		prefix := strings.ToLower(s.Name.O) + "."
+		for k := range t.tables {
+			if strings.HasPrefix(k, prefix) {
+				delete(t.tables, k)
+			}
+		}
+	}
+	// Other statements (indexes, TRUNCATE, users, views, databases, ...) do not change the columns of a table.
+	return nil
+}
+
+// alter applies the specs of an ALTER TABLE to ts. It returns the table's new name when the statement renames
+// it, and false when a spec cannot be applied. The primary key is followed by column name while the columns
+// move, and turned back into indexes at the end.
+func (t *schemaTracker) alter(ts *TableSchema, specs []*ast.AlterTableSpec) (*ast.TableName, bool) {
+	var renamed *ast.TableName
+	pk := make([]string, len(ts.PK))
+	for i, k := range ts.PK {
+		pk[i] = ts.Columns[k].Name
+	}
+	renamePK := func(old, name string) {
+		for i, k := range pk {
+			if strings.EqualFold(k, old) {
+				pk[i] = name
+			}
+		}
+	}
+	setPK := func(cons []*ast.Constraint) bool {
+		for _, c := range cons {
+			if c == nil || c.Tp != ast.ConstraintPrimaryKey {
+				continue // other constraints leave the columns alone
+			}
+			var names []string
+			for _, k := range c.Keys {
+				if k.Column == nil {
+					return false // an expression
+				}
+				names = append(names, k.Column.Name.O)
+			}
+			pk = names
+		}
+		return true
+	}
+	columnPK := func(cd *ast.ColumnDef) {
+		for _, o := range cd.Options {
+			if o.Tp == ast.ColumnOptionPrimaryKey {
+				pk = []string{cd.Name.Name.O}
+			}
+		}
+	}
+	for _, sp := range specs {
+		switch sp.Tp {
+		case ast.AlterTableAddColumns:
+			for i, cd := range sp.NewColumns {
+				if sp.IfNotExists && ts.index(cd.Name.Name.O) >= 0 {
+					continue
+				}
+				c, ok := t.column(ts, cd)
+				if !ok || ts.index(c.Name) >= 0 {
+					return nil, false
+				}
+				pos := sp.Position
+				if len(sp.NewColumns) > 1 || i > 0 {
+					pos = nil
+				}
+				if !ts.insert(c, pos) {
+					return nil, false
+				}
+				columnPK(cd)
+			}
+			if !setPK(sp.NewConstraints) {
+				return nil, false
+			}
+		case ast.AlterTableDropColumn:
+			i := ts.index(sp.OldColumnName.Name.O)
+			if i < 0 {
+				if sp.IfExists {
+					continue
+				}
+				return nil, false
+			}
+			ts.Columns = slices.Delete(ts.Columns, i, i+1)
+		case ast.AlterTableModifyColumn, ast.AlterTableChangeColumn:
+			if len(sp.NewColumns) != 1 {
+				return nil, false
+			}
+			cd := sp.NewColumns[0]
+			old := cd.Name.Name.O
+			if sp.Tp == ast.AlterTableChangeColumn {
+				old = sp.OldColumnName.Name.O
+			}
+			i := ts.index(old)
+			if i < 0 {
+				if sp.IfExists {
+					continue
+				}
+				return nil, false
+			}
+			c, ok := t.column(ts, cd)
+			if !ok {
+				return nil, false
+			}
+			if j := ts.index(c.Name); j >= 0 && j != i {
+				return nil, false
+			}
+			if sp.Position == nil || sp.Position.Tp == ast.ColumnPositionNone {
+				ts.Columns[i] = c // in place
+			} else {
+				ts.Columns = slices.Delete(ts.Columns, i, i+1)
+				if !ts.insert(c, sp.Position) {
+					return nil, false
+				}
+			}
+			renamePK(old, c.Name)
+			columnPK(cd)
+		case ast.AlterTableRenameColumn:
+			i := ts.index(sp.OldColumnName.Name.O)
+			if i < 0 || ts.index(sp.NewColumnName.Name.O) >= 0 {
+				return nil, false
+			}
+			ts.Columns[i].Name = sp.NewColumnName.Name.O
+			renamePK(sp.OldColumnName.Name.O, sp.NewColumnName.Name.O)
+		case ast.AlterTableAddConstraint:
+			if !setPK([]*ast.Constraint{sp.Constraint}) {
+				return nil, false
+			}
+		case ast.AlterTableDropPrimaryKey:
+			pk = nil
+		case ast.AlterTableRenameTable:
+			renamed = sp.NewTable
+		case ast.AlterTableOption:
+			for _, o := range sp.Options {
+				switch o.Tp {
+				case ast.TableOptionCharset, ast.TableOptionCollate:
+					if o.UintValue == ast.TableOptionCharsetWithConvertTo {
+						return nil, false // every character column changes: read the table again
+					}
+					cs := o.StrValue
+					if o.Tp == ast.TableOptionCollate {
+						cs = collationCharsetName(cs)
+					}
+					ts.DefaultCharset = normalizeCharset(cs)
+				}
+			}
+		case ast.AlterTableDropIndex, ast.AlterTableDropForeignKey, ast.AlterTableAlterColumn, ast.AlterTableLock,
+			ast.AlterTableAlgorithm, ast.AlterTableRenameIndex, ast.AlterTableForce, ast.AlterTableIndexInvisible,
+			ast.AlterTableAlterCheck, ast.AlterTableDropCheck, ast.AlterTableEnableKeys, ast.AlterTableDisableKeys,
+			ast.AlterTableWithValidation, ast.AlterTableWithoutValidation:
+			// No column changes.
+		default:
+			return nil, false
+		}
+	}
+	// A key column dropped leaves the key, as the server does.
+	ts.PK = ts.PK[:0]
+	for _, name := range pk {
+		if i := ts.index(name); i >= 0 {
+			ts.PK = append(ts.PK, i)
+		}
+	}
+	return renamed, true
+}
+
+// column describes a column definition as information_schema would, for the flavor: the data type, character
+// set (the column's, else the table's default), signedness, precision and scale, fractional digits, labels and
+// generation. ok is false for a type the tracker does not know.
+func (t *schemaTracker) column(ts *TableSchema, cd *ast.ColumnDef) (c SchemaColumn, ok bool) {
+	tp := cd.Tp
+	c.Name = cd.Name.Name.O
+	c.Unsigned = tmysql.HasUnsignedFlag(tp.GetFlag())
+	binary := tp.GetCharset() == "binary"
+	text := func(kind string) string {
+		if binary {
+			return strings.Replace(kind, "text", "blob", 1)
+		}
+		return kind
+	}
+	switch tp.GetType() {
+	case tmysql.TypeTiny:
+		c.DataType = "tinyint"
+	case tmysql.TypeShort:
+		c.DataType = "smallint"
+	case tmysql.TypeInt24:
+		c.DataType = "mediumint"
+	case tmysql.TypeLong:
+		c.DataType = "int"
+	case tmysql.TypeLonglong:
+		c.DataType = "bigint"
+	case tmysql.TypeNewDecimal:
+		c.DataType = "decimal"
+		c.Precision, c.Scale = tp.GetFlen(), tp.GetDecimal()
+		if c.Precision < 0 {
+			c.Precision = 10
+		}
+		if c.Scale < 0 {
+			c.Scale = 0
+		}
+	case tmysql.TypeFloat:
+		c.DataType = "float"
+	case tmysql.TypeDouble:
+		c.DataType = "double"
+	case tmysql.TypeBit:
+		c.DataType = "bit"
+	case tmysql.TypeYear:
+		c.DataType = "year"
+	case tmysql.TypeDate:
+		c.DataType = "date"
+	case tmysql.TypeDuration, tmysql.TypeDatetime, tmysql.TypeTimestamp:
+		c.DataType = map[byte]string{tmysql.TypeDuration: "time", tmysql.TypeDatetime: "datetime",
+			tmysql.TypeTimestamp: "timestamp"}[tp.GetType()]
+		c.FSP = max(tp.GetDecimal(), 0)
+	case tmysql.TypeString:
+		c.DataType = "char"
+		if binary {
+			c.DataType = "binary"
+		}
+	case tmysql.TypeVarchar, tmysql.TypeVarString:
+		c.DataType = "varchar"
+		if binary {
+			c.DataType = "varbinary"
+		}
+	case tmysql.TypeTinyBlob:
+		c.DataType = text("tinytext")
+	case tmysql.TypeBlob:
+		c.DataType = text("text")
+	case tmysql.TypeMediumBlob:
+		c.DataType = text("mediumtext")
+	case tmysql.TypeLongBlob:
+		c.DataType = text("longtext")
+	case tmysql.TypeJSON:
+		if t.flavor == "mariadb" { // an alias of LONGTEXT COLLATE utf8mb4_bin
+			c.DataType, binary = "longtext", false
+			tp = tp.Clone()
+			tp.SetCharset("utf8mb4")
+		} else {
+			c.DataType = "json"
+		}
+	case tmysql.TypeEnum:
+		c.DataType, c.EnumValues = "enum", slices.Clone(tp.GetElems())
+	case tmysql.TypeSet:
+		c.DataType, c.SetValues = "set", slices.Clone(tp.GetElems())
+	case tmysql.TypeGeometry:
+		c.DataType, c.Charset = "geometry", "binary"
+	default:
+		return c, false
+	}
+	c.ColumnType = strings.ToLower(tp.String())
+	switch c.DataType {
+	case "char", "varchar", "tinytext", "text", "mediumtext", "longtext", "enum", "set":
+		if binary {
+			c.Charset = "binary"
+			break
+		}
+		cs := tp.GetCharset()
+		if cs == "" && tp.GetCollate() != "" {
+			cs = collationCharsetName(tp.GetCollate())
+		}
+		for _, o := range cd.Options {
+			if o.Tp == ast.ColumnOptionCollate && cs == "" {
+				cs = collationCharsetName(o.StrValue)
+			}
+		}
+		if cs == "" {
+			cs = ts.DefaultCharset
+		}
+		if cs == "" {
+			return c, false
+		}
+		c.Charset = normalizeCharset(cs)
+	case "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob":
+		c.Charset = "binary"
+	}
+	for _, o := range cd.Options {
+		if o.Tp == ast.ColumnOptionGenerated {
+			c.Generated = "VIRTUAL"
+			if o.Stored {
+				c.Generated = "STORED"
+			}
+		}
+	}
+	return c, true
+}
+
+// collationCharsetName is the character set of a collation name: its first word ("utf8mb4_bin" → utf8mb4).
+func collationCharsetName(coll string) string {
+	coll = strings.ToLower(coll)
+	if coll == "binary" {
+		return "binary"
+	}
+	if i := strings.IndexByte(coll, '_'); i > 0 {
+		return coll[:i]
+	}
+	return ""
+}
+
+func (ts *TableSchema) clone() *TableSchema {
+	c := *ts
+	c.Columns = slices.Clone(ts.Columns)
+	c.PK = slices.Clone(ts.PK)
+	return &c
+}
+
+// index is the position of the column named name (case-insensitive), -1 when there is none.
+func (ts *TableSchema) index(name string) int {
+	return slices.IndexFunc(ts.Columns, func(c SchemaColumn) bool { return strings.EqualFold(c.Name, name) })
+}
+
+// insert adds c where pos says (nil or none: last). It reports false for an AFTER column that does not exist.
+func (ts *TableSchema) insert(c SchemaColumn, pos *ast.ColumnPosition) bool {
+	at := len(ts.Columns)
+	if pos != nil {
+		switch pos.Tp {
+		case ast.ColumnPositionFirst:
+			at = 0
+		case ast.ColumnPositionAfter:
+			i := ts.index(pos.RelativeColumn.Name.O)
+			if i < 0 {
+				return false
+			}
+			at = i + 1
+		}
+	}
+	ts.Columns = slices.Insert(ts.Columns, at, c)
+	return true
+}
