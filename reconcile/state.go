@@ -240,7 +240,8 @@ func (s *stateStore) lock(ctx context.Context, holder string) (context.Context, 
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	token := holder + " " + hex.EncodeToString(b[:])
-	ok, err := s.rdb.SetNX(ctx, key, token, lockTTL).Result()
+	ttl := lockTTL
+	ok, err := s.rdb.SetNX(ctx, key, token, ttl).Result()
 	if err != nil {
 		return ctx, nil, fmt.Errorf("taking the reconcile lease %s: %w", key, err)
 	}
@@ -251,9 +252,10 @@ func (s *stateStore) lock(ctx context.Context, holder string) (context.Context, 
 			ttl.Round(time.Second))
 	}
 	ctx, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
-		t := time.NewTicker(lockTTL / 3)
+		defer close(exited)
+		t := time.NewTicker(ttl / 3)
 		defer t.Stop()
 		for {
 			select {
@@ -261,7 +263,7 @@ func (s *stateStore) lock(ctx context.Context, holder string) (context.Context, 
 				return
 			case <-t.C:
 			}
-			n, err := renewLease.Run(ctx, s.rdb, []string{key}, token, lockTTL.Milliseconds()).Int()
+			n, err := renewLease.Run(ctx, s.rdb, []string{key}, token, ttl.Milliseconds()).Int()
 			if err == nil && n == 0 {
 				cancel(errLeaseLost)
 				return
@@ -271,6 +273,7 @@ func (s *stateStore) lock(ctx context.Context, holder string) (context.Context, 
 	}()
 	release := func() {
 		close(done)
+		<-exited
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer rcancel()
 		_ = releaseLease.Run(rctx, s.rdb, []string{key}, token).Err()
