@@ -60,6 +60,45 @@ func TestIntegrationRedisCluster(t *testing.T) {
 			t.Errorf("master %s holds no keys: %v", addr, perNode)
 		}
 	}
+
+	// The reconciler on the cluster, while the stream runs: drift on keys of every master is found and repaired,
+	// orphans by probing between the integer keys and by the key-pattern SCAN of every master.
+	ctx := context.Background()
+	users := func(id int) string { return fmt.Sprintf("%s:users:%d", e.db, id) }
+	var deleted, edited int
+	for id := 2; deleted < 10; id++ {
+		if id%7 != 0 && id%11 != 1 && cc.Del(ctx, users(id)).Val() == 1 {
+			deleted++
+		}
+	}
+	for id := 100; edited < 10; id++ {
+		if id%7 != 0 && id%11 != 1 {
+			field := "name"
+			if edited%2 == 1 {
+				field = "stray" // a field that is not a column
+			}
+			cc.HSet(ctx, users(id), field, "drifted")
+			edited++
+		}
+	}
+	for _, id := range []int{7, 14, 21} { // rows deleted: their keys lie between existing rows
+		cc.HSet(ctx, users(id), "id", id, "name", "orphan", "_v", "0000000000000000000000000001")
+	}
+	for _, id := range []int{900000, 900001} { // far beyond the last row: only the SCAN finds them
+		cc.HSet(ctx, users(id), "id", id, "name", "orphan", "_v", "0000000000000000000000000001")
+	}
+	cc.Del(ctx, e.db+":pairs:1:a")
+	rep := e.reconcile("--scan-orphans")
+	ur, pr := e.tableReport(rep, "users"), e.tableReport(rep, "pairs")
+	if ur.Missing.Found != 10 || ur.Stale.Found != 10 || ur.Extra.Found != 5 || ur.Drift() != ur.Missing.Repaired+ur.Stale.Repaired+ur.Extra.Repaired {
+		t.Errorf("users on the cluster: %+v, want 10 missing, 10 stale and 5 extra found and repaired", ur)
+	}
+	if pr.Missing.Found != 1 || pr.Missing.Repaired != 1 {
+		t.Errorf("pairs on the cluster: %+v, want the deleted key found and repaired", pr)
+	}
+	waitSameCluster(t, e, cc, "users", "id")
+	waitSameCluster(t, e, cc, "pairs", "a", "b")
+
 	if code := p.stop(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
