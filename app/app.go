@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	if err != nil {
 		return exitErr(ExitServer, err)
 	}
-	start, trackGTID, err := startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
+	start, trackGTID, stored, err := startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
 		bootstrapper(ctx, cfg, db, flavor, rdb, log))
 	if err != nil {
 		return err
@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return exitErr(ExitConfig, err)
 	}
 
-	src := newSource(cfg, db, flavor, start, trackGTID, identity, log, m)
+	src := newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(store, stored), log, m)
 
 	ckpt := &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 		Log: log.With(slog.String("component", "checkpoint"))}
@@ -219,8 +219,25 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 }
 
 // newSource builds the binlog source from the configuration.
+// sourceSchemas is where the source keeps the schemas it follows across DDL (beside the checkpoint), and the
+// checkpoint found at start, up to which they miss no DDL statement.
+type sourceSchemas struct {
+	store source.SchemaStore
+	upTo  change.Position
+}
+
+var (
+	_ source.SchemaStore = (*checkpoint.File)(nil)
+	_ source.SchemaStore = (*checkpoint.Redis)(nil)
+)
+
+func schemaStore(store checkpoint.Store, stored change.Position) sourceSchemas {
+	s, _ := store.(source.SchemaStore)
+	return sourceSchemas{store: s, upTo: stored}
+}
+
 func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Position, trackGTID bool,
-	identity string, log *slog.Logger, m *metrics.Metrics,
+	identity string, schemas sourceSchemas, log *slog.Logger, m *metrics.Metrics,
 ) *source.Source {
 	return source.New(source.Config{
 		Addr:                cfg.MySQL.Addr,
@@ -235,6 +252,8 @@ func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Posit
 		ReconnectMaxBackoff: cfg.MySQL.ReconnectMaxBackoff,
 		UseGTID:             useGTID(cfg, start),
 		TrackGTID:           trackGTID,
+		Schemas:             schemas.store,
+		SchemasUpTo:         schemas.upTo,
 		BatchRows:           cfg.Sink.BatchRows,
 		BatchWait:           cfg.Sink.BatchWait,
 		Epoch:               start.Epoch,
@@ -275,13 +294,17 @@ func reportProblems(log *slog.Logger, problems []source.Problem) error {
 // else (bootstrap not nil) the position of a bootstrap pass, else the server's
 // current position. gtidComplete reports that the position's GTID set (possibly
 // empty) is every transaction executed up to it, so that the source may track
-// GTIDs from there (source.Config.TrackGTID).
+// GTIDs from there (source.Config.TrackGTID). stored is the checkpoint found
+// in the store (zero when there was none).
 func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sql.DB, flavor string,
 	store checkpoint.Store, identity string, log *slog.Logger, bootstrap func() (change.Position, error),
-) (p change.Position, gtidComplete bool, err error) {
+) (p change.Position, gtidComplete bool, stored change.Position, err error) {
 	saved, found, err := store.Load(ctx)
+	if found {
+		stored = saved
+	}
 	if err != nil {
-		return p, false, exitErr(ExitRuntime, fmt.Errorf("loading the checkpoint: %w", err))
+		return p, false, stored, exitErr(ExitRuntime, fmt.Errorf("loading the checkpoint: %w", err))
 	}
 	explicit := opts.Start
 	if explicit.IsZero() {
@@ -293,7 +316,7 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		if p.File != "" {
 			p.Pos = max(explicit.Pos, 4)
 		} else if cfg.MySQL.GTID == "off" {
-			return p, false, exitErr(ExitConfig, errors.New("a start GTID set (--start-gtid, mysql.start.gtid_set) "+
+			return p, false, stored, exitErr(ExitConfig, errors.New("a start GTID set (--start-gtid, mysql.start.gtid_set) "+
 				"needs mysql.gtid auto or on; it is off"))
 		}
 		// A GTID start names no file: the server streams by the set, and the file and position come with the
@@ -307,14 +330,14 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 			slog.String("gtid_set", p.GTIDSet))
 	case bootstrap != nil:
 		if p, err = bootstrap(); err != nil {
-			return p, false, err
+			return p, false, stored, err
 		}
 		log.Info("no checkpoint: starting from the bootstrap pass's position", slog.String("file", p.File),
 			slog.Uint64("pos", uint64(p.Pos)), slog.String("gtid_set", p.GTIDSet))
 	default:
 		p, err = source.CurrentPosition(ctx, db, flavor)
 		if err != nil {
-			return p, false, exitErr(ExitServer, fmt.Errorf("reading the server's current binlog position: %w", err))
+			return p, false, stored, exitErr(ExitServer, fmt.Errorf("reading the server's current binlog position: %w", err))
 		}
 		log.Info("no checkpoint: starting from the server's current position", slog.String("file", p.File),
 			slog.Uint64("pos", uint64(p.Pos)))
@@ -326,7 +349,7 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 	if !gtidComplete && flavor == "mariadb" {
 		set, ok, err := source.MariaDBGTIDAt(ctx, db, p.File, p.Pos)
 		if err != nil {
-			return p, false, exitErr(ExitServer, err)
+			return p, false, stored, exitErr(ExitServer, err)
 		}
 		p.GTIDSet, gtidComplete = set, ok
 	}
@@ -348,22 +371,22 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		// first transaction is applied must resume here, not at whatever the
 		// server's current position is by then (that would skip changes).
 		if err := store.Save(ctx, p); err != nil {
-			return p, false, exitErr(ExitRuntime, fmt.Errorf("storing the start position as the checkpoint: %w", err))
+			return p, false, stored, exitErr(ExitRuntime, fmt.Errorf("storing the start position as the checkpoint: %w", err))
 		}
 	}
 	if !useGTID(cfg, p) {
 		ok, err := source.BinlogAvailable(ctx, db, p.File)
 		if err != nil {
-			return p, false, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
+			return p, false, stored, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
 		}
 		if !ok {
-			return p, false, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
+			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
 				"server). Changes since then cannot be streamed. Recover by reloading Redis from MySQL: run "+
 				"`reconciler run --config FILE` (bootstrap), or delete the checkpoint (%s) and restart after a "+
 				"full reload; see docs/runbook.md", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
 		}
 	}
-	return p, gtidComplete, nil
+	return p, gtidComplete, stored, nil
 }
 
 func checkpointWhere(cfg *config.Config) string {

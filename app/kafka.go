@@ -174,11 +174,12 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			return exitErr(ExitServer, err)
 		}
 		var trackGTID bool
-		if start, trackGTID, err = startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
+		var stored change.Position
+		if start, trackGTID, stored, err = startPosition(startCtx, cfg, opts, db, flavor, store, identity, log,
 			bootstrapper(ctx, cfg, db, flavor, rdb, log)); err != nil {
 			return err
 		}
-		src = newSource(cfg, db, flavor, start, trackGTID, identity, log, m)
+		src = newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(store, stored), log, m)
 		ckpt = &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 			Log: log.With(slog.String("component", "checkpoint"))}
 		ckpt.Start()

@@ -100,15 +100,16 @@ func (f *File) Save(ctx context.Context, pos change.Position) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.write(b); err != nil {
+	if err := writeFile(f.path, b); err != nil {
 		return fmt.Errorf("saving checkpoint %s:%d to %s: %w", pos.File, pos.Pos, f.path, err)
 	}
 	return nil
 }
 
-func (f *File) write(b []byte) (err error) {
-	dir := filepath.Dir(f.path)
-	tmp, err := os.CreateTemp(dir, tempPattern(f.path))
+// writeFile replaces the file at path with b: a temporary file, fsync, rename, fsync of the directory.
+func writeFile(path string, b []byte) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, tempPattern(path))
 	if err != nil {
 		return err
 	}
@@ -127,7 +128,7 @@ func (f *File) write(b []byte) (err error) {
 	if err = tmp.Close(); err != nil {
 		return err
 	}
-	if err = os.Rename(tmp.Name(), f.path); err != nil {
+	if err = os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
 	// The rename is durable only once the directory is.

@@ -671,3 +671,58 @@ func readCheckpoint(t *testing.T, path string) change.Position {
 	}
 	return p
 }
+
+// TestIntegrationRestartAcrossDDL: without column names in the binlog (NO_LOG, MariaDB's default), binlogsync
+// stops, DDL and writes run, and it restarts from its checkpoint before them: the schemas it followed were saved
+// beside the checkpoint, so the rows before, between and after the statements get their columns' names of the
+// time (information_schema only knows the last shape). Once with the file store, once with the Redis store.
+func TestIntegrationRestartAcrossDDL(t *testing.T) {
+	my := testenv.NewMariaDB(t, testenv.MariaDBOptions{ExtraArgs: []string{"--binlog-row-metadata=NO_LOG"}})
+	for _, store := range []string{"file", "redis"} {
+		t.Run(store, func(t *testing.T) {
+			e := newEnv(t, my, testenv.NewRedis(t))
+			e.extra["BINLOGSYNC_CHECKPOINT_STORE"] = store
+			e.exec("CREATE TABLE t (id INT PRIMARY KEY, a VARCHAR(10), b INT)")
+			p := e.start("--config", "../config.example.yaml")
+			e.exec("INSERT INTO t VALUES (1,'a1',10)")
+			e.waitSame("t", 20*time.Second, nil, "id")
+			p.stop(t, 15*time.Second)
+			e.exec(
+				"INSERT INTO t VALUES (2,'a2',20)",
+				"ALTER TABLE t ADD COLUMN c VARCHAR(10) DEFAULT 'cdef' AFTER id",
+				"INSERT INTO t VALUES (3,'c3','a3',30)",
+				"ALTER TABLE t DROP COLUMN a",
+				"INSERT INTO t VALUES (4,'c4',40)",
+				"ALTER TABLE t RENAME COLUMN b TO bb",
+				"INSERT INTO t VALUES (5,'c5',50)",
+			)
+			p = e.start("--config", "../config.example.yaml")
+			want := map[string]map[string]string{
+				"1": {"id": "1", "a": "a1", "b": "10"},
+				"2": {"id": "2", "a": "a2", "b": "20"},
+				"3": {"id": "3", "c": "c3", "a": "a3", "b": "30"},
+				"4": {"id": "4", "c": "c4", "b": "40"},
+				"5": {"id": "5", "c": "c5", "bb": "50"},
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				got, _ := e.snapshotRedis("t")
+				same := len(got) == len(want)
+				for id, w := range want {
+					same = same && fmt.Sprint(got[e.db+":t:"+id]) == fmt.Sprint(w)
+				}
+				if same {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("Redis holds %v, want %v\n%s", got, want, tail(p.Log(), 3000))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if !strings.Contains(p.Log(), "restored the schemas followed across DDL") {
+				t.Errorf("the followed schemas were not restored:\n%s", tail(p.Log(), 3000))
+			}
+			p.stop(t, 15*time.Second)
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package source
 
 import (
+	"encoding/json"
 	"maps"
 	"slices"
 	"strings"
@@ -25,8 +26,13 @@ import (
 //
 // It lives in the Source, across reconnects. A reconnect resumes at the last boundary handed out, which may lie
 // before DDL statements already applied: rewind restores the schemas as they were there, and the statements are
-// applied again as they are read. It does not survive a restart: the first table map of each table after a start
-// reads information_schema, as before.
+// applied again as they are read.
+//
+// Across restarts it keeps each table's schemas by the position from which they hold (hist), saved beside the
+// checkpoint (SchemaStore): a restart takes the schemas as they were at its start position, and the DDL
+// statements after it, read again, are applied again. Saving is best effort: a version lost in a crash is one a
+// restart does not need (its statement comes again after the checkpoint) or, for a table met for the first time,
+// is read from information_schema again.
 type schemaTracker struct {
 	flavor string
 	// tables are the tracked schemas by "db.table" (lower case); a schema is never changed once tracked (alter
@@ -38,7 +44,28 @@ type schemaTracker struct {
 	// undo holds the tables as they were before each of the last DDL statements applied, oldest first.
 	undo   []trackerSnapshot
 	parser *parser.Parser
+	// hist holds each table's schemas by the position from which they hold (nil: not known from there on), for
+	// restarts; dirty says it changed since it was last saved.
+	hist  map[string][]schemaVersion
+	dirty bool
 }
+
+// schemaVersion is a table's schema from a position on (a transaction boundary: file sequence and offset).
+type schemaVersion struct {
+	File   uint32       `json:"file"`
+	Pos    uint32       `json:"pos"`
+	Schema *TableSchema `json:"schema"` // nil: not known from here on (read information_schema)
+}
+
+// savedSchemas is the stored form of hist. Epoch is the version epoch of the positions: after a failover they do
+// not compare, and the saved schemas are not used.
+type savedSchemas struct {
+	Epoch  uint16                     `json:"epoch"`
+	Tables map[string][]schemaVersion `json:"tables"`
+}
+
+// maxVersions bounds the versions kept per table: a restart needs the one at its checkpoint, which is recent.
+const maxVersions = 16
 
 type trackerSnapshot struct {
 	file, pos uint32 // the statement's end
@@ -50,7 +77,55 @@ type trackerSnapshot struct {
 const maxUndo = 256
 
 func newSchemaTracker(flavor string) *schemaTracker {
-	return &schemaTracker{flavor: flavor, tables: map[string]*TableSchema{}}
+	return &schemaTracker{flavor: flavor, tables: map[string]*TableSchema{}, hist: map[string][]schemaVersion{}}
+}
+
+// record notes that key's schema is ts (nil: unknown) from file:pos on. Versions at or after that position are
+// dropped: they were recorded before a rewind, and are recorded again as their statements are read again.
+func (t *schemaTracker) record(key string, file, pos uint32, ts *TableSchema) {
+	vs := t.hist[key]
+	i := len(vs)
+	for i > 0 && (vs[i-1].File > file || vs[i-1].File == file && vs[i-1].Pos >= pos) {
+		i--
+	}
+	vs = append(vs[:i], schemaVersion{File: file, Pos: pos, Schema: ts})
+	if len(vs) > maxVersions {
+		vs = vs[len(vs)-maxVersions:]
+	}
+	t.hist[key] = vs
+	t.dirty = true
+}
+
+// marshal renders hist for saving.
+func (t *schemaTracker) marshal(epoch uint16) ([]byte, error) {
+	return json.Marshal(savedSchemas{Epoch: epoch, Tables: t.hist})
+}
+
+// restore loads saved schemas and tracks, of each table, the version that holds at file:pos (the start position).
+// Schemas saved under another epoch are not used.
+func (t *schemaTracker) restore(b []byte, epoch uint16, file, pos uint32) (int, error) {
+	var saved savedSchemas
+	if err := json.Unmarshal(b, &saved); err != nil {
+		return 0, err
+	}
+	if saved.Epoch != epoch || saved.Tables == nil {
+		return 0, nil
+	}
+	t.hist = saved.Tables
+	n := 0
+	for key, vs := range saved.Tables {
+		for i := len(vs) - 1; i >= 0; i-- {
+			v := vs[i]
+			if v.File < file || v.File == file && v.Pos <= pos {
+				if v.Schema != nil {
+					t.tables[key] = v.Schema
+					n++
+				}
+				break
+			}
+		}
+	}
+	return n, nil
 }
 
 func trackKey(db, table string) string { return strings.ToLower(db) + "." + strings.ToLower(table) }
@@ -60,6 +135,12 @@ func (t *schemaTracker) get(db, table string) *TableSchema { return t.tables[tra
 
 // put tracks ts (read from information_schema).
 func (t *schemaTracker) put(ts *TableSchema) { t.tables[trackKey(ts.Schema, ts.Table)] = ts }
+
+// putAt tracks ts, read for the transaction that starts at file:pos, and records it from there on.
+func (t *schemaTracker) putAt(ts *TableSchema, file, pos uint32) {
+	t.put(ts)
+	t.record(trackKey(ts.Schema, ts.Table), file, pos, ts)
+}
 
 // forget stops tracking db.table.
 func (t *schemaTracker) forget(db, table string) { delete(t.tables, trackKey(db, table)) }
@@ -99,12 +180,26 @@ func (t *schemaTracker) rewind(file, pos uint32) {
 	}
 }
 
-// apply applies a DDL query run with db as the current database to the tracked schemas. It returns the tables
-// it forgot (nil when every statement was understood); "*" means all of them.
-func (t *schemaTracker) apply(db, query string) []string {
+// apply applies a DDL query run with db as the current database, which ends at file:pos, to the tracked schemas,
+// and records the schemas it changed from there on. It returns the tables it forgot (nil when every statement
+// was understood); "*" means all of them.
+func (t *schemaTracker) apply(db, query string, file, pos uint32) []string {
 	if len(t.tables) == 0 {
 		return nil
 	}
+	before := maps.Clone(t.tables)
+	defer func() {
+		for k, v := range before {
+			if now := t.tables[k]; now != v {
+				t.record(k, file, pos, now)
+			}
+		}
+		for k, v := range t.tables {
+			if before[k] == nil {
+				t.record(k, file, pos, v)
+			}
+		}
+	}()
 	if t.parser == nil {
 		t.parser = parser.New()
 	}

@@ -52,7 +52,7 @@ func TestSchemaTrackerMatchesServer(t *testing.T) {
 	}
 	tr.put(ts)
 	table := "t"
-	for _, step := range []struct {
+	for n, step := range []struct {
 		ddl   string
 		table string // the table's name after the statement, when it changes
 	}{
@@ -82,7 +82,7 @@ func TestSchemaTrackerMatchesServer(t *testing.T) {
 		if _, err := sdb.Exec(step.ddl); err != nil {
 			t.Fatalf("%s: %v", step.ddl, err)
 		}
-		if forgot := tr.apply(db, step.ddl); forgot != nil {
+		if forgot := tr.apply(db, step.ddl, 1, uint32(100*(n+1))); forgot != nil {
 			t.Fatalf("%s: the tracker forgot %v", step.ddl, forgot)
 		}
 		if step.table != "" {
@@ -120,7 +120,7 @@ func TestSchemaTrackerMatchesServer(t *testing.T) {
 		if _, err := sdb.Exec(c.ddl); err != nil {
 			t.Fatalf("%s: %v", c.ddl, err)
 		}
-		if forgot := tr.apply(db, c.ddl); fmt.Sprint(forgot) != "["+c.forgot+"]" || tr.get(db, "t3") != nil {
+		if forgot := tr.apply(db, c.ddl, 2, 100); fmt.Sprint(forgot) != "["+c.forgot+"]" || tr.get(db, "t3") != nil {
 			t.Errorf("%s: forgot %v, want [%s] and no schema of t3", c.ddl, forgot, c.forgot)
 		}
 	}
@@ -129,7 +129,7 @@ func TestSchemaTrackerMatchesServer(t *testing.T) {
 	if _, err := sdb.Exec("DROP TABLE t3"); err != nil {
 		t.Fatal(err)
 	}
-	if tr.apply(db, "DROP TABLE t3"); tr.get(db, "t3") != nil {
+	if tr.apply(db, "DROP TABLE t3", 3, 100); tr.get(db, "t3") != nil {
 		t.Error("a dropped table is still tracked")
 	}
 }
@@ -153,7 +153,7 @@ func TestSchemaTrackerRewind(t *testing.T) {
 		if tr.seen(file, pos) {
 			t.Fatalf("%s at %d:%d taken for a replay", ddl, file, pos)
 		}
-		if forgot := tr.apply("d", ddl); forgot != nil {
+		if forgot := tr.apply("d", ddl, file, pos); forgot != nil {
 			t.Fatalf("%s: forgot %v", ddl, forgot)
 		}
 	}
@@ -184,5 +184,68 @@ func TestSchemaTrackerRewind(t *testing.T) {
 	tr.rewind(0, 0) // unknown position: forget all
 	if tr.get("d", "t") != nil {
 		t.Fatal("a rewind to an unknown position kept a schema")
+	}
+}
+
+// TestSchemaTrackerRestore: the schemas saved with their positions come back as they were at a restart's start
+// position; a statement after it, read again, applies to them; another epoch's are not used.
+func TestSchemaTrackerRestore(t *testing.T) {
+	tr := newSchemaTracker("mysql")
+	tr.putAt(&TableSchema{Schema: "d", Table: "t", DefaultCharset: "utf8mb4",
+		Columns: []SchemaColumn{{Name: "id", DataType: "int"}}, PK: []int{0}}, 1, 50)
+	for i, ddl := range []string{"ALTER TABLE t ADD COLUMN a INT", "ALTER TABLE t RENAME COLUMN a TO b",
+		"RENAME TABLE t TO u"} {
+		pos := uint32(100 * (i + 1))
+		tr.seen(1, pos)
+		if forgot := tr.apply("d", ddl, 1, pos); forgot != nil {
+			t.Fatalf("%s: forgot %v", ddl, forgot)
+		}
+	}
+	saved, err := tr.marshal(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	columns := func(tr *schemaTracker, table string) string {
+		ts := tr.get("d", table)
+		if ts == nil {
+			return "untracked"
+		}
+		var names []string
+		for _, c := range ts.Columns {
+			names = append(names, c.Name)
+		}
+		return fmt.Sprint(names)
+	}
+	for _, c := range []struct {
+		pos  uint32
+		t, u string
+	}{
+		{40, "untracked", "untracked"}, // before the table was met
+		{50, "[id]", "untracked"},
+		{150, "[id a]", "untracked"},
+		{200, "[id b]", "untracked"},
+		{300, "untracked", "[id b]"},
+	} {
+		r := newSchemaTracker("mysql")
+		if _, err := r.restore(saved, 3, 1, c.pos); err != nil {
+			t.Fatal(err)
+		}
+		if got, gotU := columns(r, "t"), columns(r, "u"); got != c.t || gotU != c.u {
+			t.Errorf("restored at 1:%d: t %s, u %s; want %s, %s", c.pos, got, gotU, c.t, c.u)
+		}
+	}
+	// A restart at 150 reads the rename again: it applies, and is recorded again.
+	r := newSchemaTracker("mysql")
+	r.restore(saved, 3, 1, 150)
+	r.seen(1, 200)
+	r.apply("d", "ALTER TABLE t RENAME COLUMN a TO b", 1, 200)
+	if got := columns(r, "t"); got != "[id b]" {
+		t.Errorf("after the rename read again: %s", got)
+	}
+	if n := len(r.hist["d.t"]); n != 3 || r.hist["d.t"][2].Pos != 200 {
+		t.Errorf("versions of t after the replay: %+v, want 50, 100 and 200 once each", r.hist["d.t"])
+	}
+	if n, _ := newSchemaTracker("mysql").restore(saved, 4, 1, 300); n != 0 {
+		t.Error("schemas of another epoch were restored")
 	}
 }

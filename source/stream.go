@@ -52,6 +52,13 @@ type Config struct {
 	ReconnectMaxBackoff time.Duration
 	// UseGTID makes the source resume by GTID set when the start position has one.
 	UseGTID bool
+	// Schemas, when set, keeps the schemas the source follows across DDL (tables whose table maps carry no column
+	// names) over restarts; the checkpoint stores implement it. SchemasUpTo is the stored checkpoint: the saved
+	// schemas miss no DDL statement before it (each one is saved before its boundary can be checkpointed), so
+	// they are used for a start at or before it, and not for one after it (a DDL statement run while nothing
+	// streamed would be missing).
+	Schemas     SchemaStore
+	SchemasUpTo change.Position
 	// TrackGTID says the start position's GTID set (possibly empty) is complete: every transaction executed up
 	// to it. Only then does the source add the GTIDs it reads and stamp boundaries with the set; a set gathered
 	// from a file position would lack the transactions before it, and resuming by it would replay or fail.
@@ -95,6 +102,58 @@ type Source struct {
 	log *slog.Logger
 	// schemas are the schemas of tables whose table maps carry no names, kept across DDL (ddl.go).
 	schemas *schemaTracker
+	// schemasSaved is when the schemas were last saved (Config.Schemas).
+	schemasSaved time.Time
+}
+
+// SchemaStore keeps the schemas the source follows across DDL over restarts (checkpoint.File and checkpoint.Redis
+// keep them beside the checkpoint).
+type SchemaStore interface {
+	// LoadSchemas returns what SaveSchemas saved last, nil when nothing was.
+	LoadSchemas(ctx context.Context) ([]byte, error)
+	SaveSchemas(ctx context.Context, b []byte) error
+}
+
+// loadSchemas restores the followed schemas as they were at start, when start is at or before SchemasUpTo.
+func (s *Source) loadSchemas(ctx context.Context, start change.Position) {
+	upTo := s.cfg.SchemasUpTo
+	if s.cfg.Schemas == nil || start.File == "" || upTo.File == "" || upTo.Epoch != s.cfg.Epoch {
+		return
+	}
+	a, err1 := change.FileSeq(start.File)
+	b0, err2 := change.FileSeq(upTo.File)
+	if err1 != nil || err2 != nil || a > b0 || a == b0 && start.Pos > upTo.Pos {
+		return
+	}
+	b, err := s.cfg.Schemas.LoadSchemas(ctx)
+	if err == nil && b != nil {
+		seq, _ := change.FileSeq(start.File)
+		var n int
+		if n, err = s.schemas.restore(b, s.cfg.Epoch, seq, start.Pos); err == nil && n > 0 {
+			s.log.Info("restored the schemas followed across DDL", slog.Int("tables", n))
+		}
+	}
+	if err != nil {
+		s.log.Warn("the schemas followed across DDL could not be restored; tables without column names in the "+
+			"binlog are read from information_schema", slog.String("error", err.Error()))
+	}
+}
+
+// saveSchemas saves the followed schemas when they changed, at most once a second unless force.
+func (s *Source) saveSchemas(ctx context.Context, force bool) {
+	if s.cfg.Schemas == nil || !s.schemas.dirty || !force && time.Since(s.schemasSaved) < time.Second {
+		return
+	}
+	b, err := s.schemas.marshal(s.cfg.Epoch)
+	if err == nil {
+		err = s.cfg.Schemas.SaveSchemas(ctx, b)
+	}
+	s.schemasSaved = time.Now()
+	if err != nil {
+		s.log.Warn("saving the schemas followed across DDL failed; retrying later", slog.String("error", err.Error()))
+		return
+	}
+	s.schemas.dirty = false
 }
 
 // New returns a Source; db is used for information_schema look-ups.
@@ -137,6 +196,8 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 	}
 	resume := start
 	backoff := 100 * time.Millisecond
+	s.loadSchemas(ctx, start)
+	defer s.saveSchemas(context.WithoutCancel(ctx), true)
 	for {
 		st, err := s.newStream(resume, out)
 		if err == nil {
@@ -416,11 +477,14 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 			st.s.log.Info("DDL in the binlog", slog.String("schema", string(e.Schema)),
 				slog.String("query", truncate(q, 200)), slog.String("file", st.file), slog.Uint64("pos", uint64(endPos)))
 			if !st.s.schemas.seen(st.fileSeq, endPos) {
-				if forgot := st.s.schemas.apply(string(e.Schema), q); forgot != nil {
+				if forgot := st.s.schemas.apply(string(e.Schema), q, st.fileSeq, endPos); forgot != nil {
 					st.s.log.Warn("a DDL statement the source cannot follow: the schemas of these tables are read "+
 						"from information_schema again, which is only right if no later DDL changed them; "+
 						"binlog_row_metadata=FULL avoids this", slog.Any("tables", forgot), slog.String("query", truncate(q, 200)))
 				}
+				// Saved before the statement's boundary can reach a checkpoint: a restart after it must not
+				// take the schemas from before it.
+				st.s.saveSchemas(ctx, true)
 			}
 			st.setPos(endPos)
 			return st.commit(ctx)
@@ -490,6 +554,9 @@ func (st *stream) addGTID(e gtidNexter) error {
 func (st *stream) commit(ctx context.Context) error {
 	st.inTx = false
 	st.s.cfg.Metrics.Event("commit")
+	if st.s.schemas.dirty {
+		st.s.saveSchemas(ctx, false)
+	}
 	st.boundary = &change.Position{
 		File:       st.file,
 		Pos:        st.pos,
@@ -606,7 +673,7 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 				return fmt.Errorf("loading the schema of %s.%s (the binlog carries no column names; "+
 					"binlog_row_metadata=FULL avoids this look-up): %w", db, name, err)
 			}
-			st.s.schemas.put(fallback)
+			st.s.schemas.putAt(fallback, st.txFile, st.txStart)
 		}
 	}
 	var rule *ColumnRule
@@ -622,7 +689,7 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 		if fallback, err = LoadTableSchema(ctx, st.s.db, db, name); err != nil {
 			return fmt.Errorf("loading the schema of %s.%s: %w", db, name, err)
 		}
-		st.s.schemas.put(fallback)
+		st.s.schemas.putAt(fallback, st.txFile, st.txStart)
 		cols, pk, err = ResolveColumns(e, fallback)
 	}
 	if errors.Is(err, ErrNoPrimaryKey) {
