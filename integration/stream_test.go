@@ -726,3 +726,45 @@ func TestIntegrationRestartAcrossDDL(t *testing.T) {
 		})
 	}
 }
+
+// TestIntegrationSavepoints: SAVEPOINT, ROLLBACK TO and RELEASE SAVEPOINT inside a transaction (ORMs nest
+// transactions this way) are logged as statements of the transaction: they are neither DDL nor a transaction
+// boundary, so no checkpoint can name the middle of the transaction, and the rolled-back row leaves no trace.
+func TestIntegrationSavepoints(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("CREATE TABLE other (id INT PRIMARY KEY)", "INSERT INTO users (id, name) VALUES (100, 'warm-up')")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	ddl := p.metric(t, `binlogsync_binlog_events_total{kind="ddl"}`) // 1: the CREATE TABLE
+	ctx := context.Background()
+	conn, err := e.sqldb.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, q := range []string{
+		"BEGIN",
+		"INSERT INTO users (id, name) VALUES (1, 'one')",
+		"SAVEPOINT s1",
+		"INSERT INTO users (id, name) VALUES (2, 'rolled back')",
+		"ROLLBACK TO SAVEPOINT s1",
+		"INSERT INTO users (id, name) VALUES (3, 'three')",
+		"SAVEPOINT s2",
+		"UPDATE users SET name = 'one again' WHERE id = 1",
+		"RELEASE SAVEPOINT s2",
+		"COMMIT",
+	} {
+		if _, err := conn.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	e.waitSame("users", 20*time.Second, nil, "id")
+	if got := p.metric(t, `binlogsync_binlog_events_total{kind="ddl"}`); got != ddl {
+		t.Errorf("DDL events %v -> %v: a savepoint was taken for DDL (a boundary inside the transaction)", ddl, got)
+	}
+	if got, _ := e.snapshotRedis("users"); got[e.db+":users:2"] != nil {
+		t.Errorf("the row rolled back to a savepoint is in Redis: %v", got[e.db+":users:2"])
+	}
+	p.stop(t, 15*time.Second)
+}

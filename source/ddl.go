@@ -3,6 +3,7 @@ package source
 import (
 	"encoding/json"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -35,14 +36,19 @@ import (
 // is read from information_schema again.
 type schemaTracker struct {
 	flavor string
+	// fold says table names compare in lower case (lower_case_table_names 1 or 2); with 0 (Linux's default)
+	// Users and users are two tables.
+	fold bool
 	// tables are the tracked schemas by "db.table" (lower case); a schema is never changed once tracked (alter
 	// works on a clone), so snapshots share them.
 	tables map[string]*TableSchema
 	// applied is the position (file sequence, end offset) of the newest DDL statement applied.
 	appliedFile uint32
 	appliedPos  uint32
-	// undo holds the tables as they were before each of the last DDL statements applied, oldest first.
-	undo   []trackerSnapshot
+	// undo holds the tables as they were before each of the last DDL statements applied, oldest first;
+	// evictedFile/evictedPos is the newest statement whose snapshot was dropped for maxUndo.
+	undo                    []trackerSnapshot
+	evictedFile, evictedPos uint32
 	parser *parser.Parser
 	// hist holds each table's schemas by the position from which they hold (nil: not known from there on), for
 	// restarts; dirty says it changed since it was last saved.
@@ -128,22 +134,28 @@ func (t *schemaTracker) restore(b []byte, epoch uint16, file, pos uint32) (int, 
 	return n, nil
 }
 
-func trackKey(db, table string) string { return strings.ToLower(db) + "." + strings.ToLower(table) }
+// key is the tracking key of db.table.
+func (t *schemaTracker) key(db, table string) string {
+	if t.fold {
+		return strings.ToLower(db) + "." + strings.ToLower(table)
+	}
+	return db + "." + table
+}
 
 // get returns the tracked schema of db.table, nil when there is none.
-func (t *schemaTracker) get(db, table string) *TableSchema { return t.tables[trackKey(db, table)] }
+func (t *schemaTracker) get(db, table string) *TableSchema { return t.tables[t.key(db, table)] }
 
 // put tracks ts (read from information_schema).
-func (t *schemaTracker) put(ts *TableSchema) { t.tables[trackKey(ts.Schema, ts.Table)] = ts }
+func (t *schemaTracker) put(ts *TableSchema) { t.tables[t.key(ts.Schema, ts.Table)] = ts }
 
 // putAt tracks ts, read for the transaction that starts at file:pos, and records it from there on.
 func (t *schemaTracker) putAt(ts *TableSchema, file, pos uint32) {
 	t.put(ts)
-	t.record(trackKey(ts.Schema, ts.Table), file, pos, ts)
+	t.record(t.key(ts.Schema, ts.Table), file, pos, ts)
 }
 
 // forget stops tracking db.table.
-func (t *schemaTracker) forget(db, table string) { delete(t.tables, trackKey(db, table)) }
+func (t *schemaTracker) forget(db, table string) { delete(t.tables, t.key(db, table)) }
 
 // seen reports whether the DDL statement ending at file:pos was applied already, and otherwise records it, with
 // the tables as they are before it (for rewind).
@@ -153,6 +165,7 @@ func (t *schemaTracker) seen(file, pos uint32) bool {
 	}
 	t.appliedFile, t.appliedPos = file, pos
 	if len(t.undo) == maxUndo {
+		t.evictedFile, t.evictedPos = t.undo[0].file, t.undo[0].pos
 		t.undo = slices.Delete(t.undo, 0, 1)
 	}
 	t.undo = append(t.undo, trackerSnapshot{file: file, pos: pos, tables: maps.Clone(t.tables)})
@@ -170,9 +183,11 @@ func (t *schemaTracker) rewind(file, pos uint32) {
 		t.tables = last.tables
 		t.undo = t.undo[:len(t.undo)-1]
 	}
-	if file == 0 {
+	if file == 0 || file < t.evictedFile || file == t.evictedFile && pos < t.evictedPos {
+		// Unknown, or before a statement whose snapshot was dropped: the schemas there are lost.
 		clear(t.tables)
 		t.undo = nil
+		t.evictedFile, t.evictedPos = 0, 0
 	}
 	t.appliedFile, t.appliedPos = 0, 0
 	if len(t.undo) > 0 {
@@ -200,10 +215,13 @@ func (t *schemaTracker) apply(db, query string, file, pos uint32) []string {
 			}
 		}
 	}()
+	if !columnStatement(query) {
+		return nil
+	}
 	if t.parser == nil {
 		t.parser = parser.New()
 	}
-	stmts, _, err := t.parser.Parse(query, "", "")
+	stmts, _, err := t.parser.Parse(mariadbToParser(query), "", "")
 	if err != nil {
 		clear(t.tables)
 		return []string{"*"}
@@ -251,15 +269,30 @@ func (t *schemaTracker) applyStmt(db string, s ast.StmtNode) []string {
 			}
 		}
 	case *ast.DropTableStmt:
+		if s.TemporaryKeyword != ast.TemporaryNone {
+			return nil // a temporary table hides the real one only in its session
+		}
 		for _, tn := range s.Tables {
 			t.forget(name(tn))
 		}
 	case *ast.CreateTableStmt:
-		// The new table is read from information_schema when first met.
 		d, n := name(s.Table)
+		if s.TemporaryKeyword != ast.TemporaryNone || s.IfNotExists && t.get(d, n) != nil {
+			return nil // a temporary table, or one that exists already: the tracked table is unchanged
+		}
+		// The new table is read from information_schema when first met.
 		t.forget(d, n)
+	case *ast.DropIndexStmt:
+		if strings.EqualFold(s.IndexName, "PRIMARY") {
+			d, n := name(s.Table)
+			if ts := t.get(d, n); ts != nil {
+				next := ts.clone()
+				next.PK = nil
+				t.put(next)
+			}
+		}
 	case *ast.DropDatabaseStmt:
-		prefix := strings.ToLower(s.Name.O) + "."
+		prefix := t.key(s.Name.O, "")
 		for k := range t.tables {
 			if strings.HasPrefix(k, prefix) {
 				delete(t.tables, k)
@@ -403,10 +436,19 @@ func (t *schemaTracker) alter(ts *TableSchema, specs []*ast.AlterTableSpec) (*as
 					ts.DefaultCharset = normalizeCharset(cs)
 				}
 			}
-		case ast.AlterTableDropIndex, ast.AlterTableDropForeignKey, ast.AlterTableAlterColumn, ast.AlterTableLock,
+		case ast.AlterTableDropIndex:
+			if strings.EqualFold(sp.Name, "PRIMARY") {
+				pk = nil
+			}
+		case ast.AlterTableDropForeignKey, ast.AlterTableAlterColumn, ast.AlterTableLock,
 			ast.AlterTableAlgorithm, ast.AlterTableRenameIndex, ast.AlterTableForce, ast.AlterTableIndexInvisible,
 			ast.AlterTableAlterCheck, ast.AlterTableDropCheck, ast.AlterTableEnableKeys, ast.AlterTableDisableKeys,
-			ast.AlterTableWithValidation, ast.AlterTableWithoutValidation:
+			ast.AlterTableWithValidation, ast.AlterTableWithoutValidation,
+			ast.AlterTableAddPartitions, ast.AlterTableCoalescePartitions, ast.AlterTableDropPartition,
+			ast.AlterTableTruncatePartition, ast.AlterTablePartition, ast.AlterTableRemovePartitioning,
+			ast.AlterTableRebuildPartition, ast.AlterTableReorganizePartition, ast.AlterTableCheckPartitions,
+			ast.AlterTableExchangePartition, ast.AlterTableOptimizePartition, ast.AlterTableRepairPartition,
+			ast.AlterTablePartitionOptions, ast.AlterTablePartitionAttributes, ast.AlterTableAttributes:
 			// No column changes.
 		default:
 			return nil, false
@@ -583,4 +625,74 @@ func (ts *TableSchema) insert(c SchemaColumn, pos *ast.ColumnPosition) bool {
 	}
 	ts.Columns = slices.Insert(ts.Columns, at, c)
 	return true
+}
+
+// columnStatement reports whether a DDL statement may change the columns or key of a table: ALTER, RENAME, DROP
+// and CREATE of tables, DROP INDEX (of PRIMARY), DROP DATABASE, and what it cannot tell (SET STATEMENT ... FOR).
+// The others (users, grants, routines, triggers, views, XA, maintenance) are not parsed: a statement the parser
+// does not know makes the tracker forget every table.
+func columnStatement(q string) bool {
+	w := strings.Fields(strings.ToUpper(stripComments(q)))
+	if len(w) < 2 {
+		return false
+	}
+	switch w[0] {
+	case "ALTER":
+		return w[1] == "TABLE" || w[1] == "ONLINE" || w[1] == "IGNORE"
+	case "RENAME":
+		return w[1] == "TABLE" || w[1] == "TABLES"
+	case "DROP":
+		switch w[1] {
+		case "TABLE", "TABLES", "DATABASE", "SCHEMA", "INDEX":
+			return true
+		}
+		return false
+	case "CREATE":
+		for _, x := range w[1:min(len(w), 5)] {
+			switch x {
+			case "TABLE":
+				return true
+			case "INDEX", "VIEW", "TRIGGER", "PROCEDURE", "FUNCTION", "EVENT", "USER", "ROLE", "DATABASE",
+				"SCHEMA", "SEQUENCE", "SERVER":
+				return false
+			}
+		}
+		return false
+	case "SET":
+		return true
+	}
+	return false
+}
+
+// stripComments drops leading whitespace and /* ... */ comments (the server writes some before statements).
+func stripComments(q string) string {
+	for {
+		q = strings.TrimSpace(q)
+		if !strings.HasPrefix(q, "/*") {
+			return q
+		}
+		end := strings.Index(q, "*/")
+		if end < 0 {
+			return ""
+		}
+		q = q[end+2:]
+	}
+}
+
+// mariadbSyntax rewrites MariaDB-only forms the parser does not know into equivalents that it does.
+var mariadbSyntax = []struct {
+	re   *regexp.Regexp
+	with string
+}{
+	{regexp.MustCompile(`(?is)^(\s*(?:/\*.*?\*/\s*)*ALTER\s+)ONLINE\s+`), "$1"},
+	{regexp.MustCompile(`(?is)^(\s*(?:/\*.*?\*/\s*)*CREATE\s+)OR\s+REPLACE\s+(TABLE\b)`), "$1$2"},
+	{regexp.MustCompile(`(?i)\)(\s*)PERSISTENT\b`), ")${1}STORED"},
+	{regexp.MustCompile(`(?i)\bALGORITHM(\s*=\s*)NOCOPY\b`), "ALGORITHM${1}INPLACE"},
+}
+
+func mariadbToParser(q string) string {
+	for _, m := range mariadbSyntax {
+		q = m.re.ReplaceAllString(q, m.with)
+	}
+	return q
 }

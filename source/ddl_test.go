@@ -249,3 +249,92 @@ func TestSchemaTrackerRestore(t *testing.T) {
 		t.Error("schemas of another epoch were restored")
 	}
 }
+
+// TestSchemaTrackerStatements: statements that leave a tracked table's columns alone keep it tracked (XA,
+// routines, temporary tables, CREATE TABLE IF NOT EXISTS of an existing table, partitions), MariaDB-only forms are
+// understood, dropping the index PRIMARY drops the key, and table names compare as lower_case_table_names says.
+func TestSchemaTrackerStatements(t *testing.T) {
+	base := func() *TableSchema {
+		return &TableSchema{Schema: "d", Table: "t", DefaultCharset: "utf8mb4",
+			Columns: []SchemaColumn{{Name: "id", DataType: "int"}, {Name: "a", DataType: "int"}}, PK: []int{0}}
+	}
+	for _, q := range []string{
+		"XA START X'31',X'',1", "XA COMMIT X'31',X'',1", "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW SET @x = 1",
+		"CREATE DEFINER=`root`@`%` PROCEDURE p() SELECT 1", "GRANT SELECT ON *.* TO u", "REPAIR TABLE t",
+		"DROP TEMPORARY TABLE IF EXISTS t", "CREATE TABLE IF NOT EXISTS t (id INT PRIMARY KEY)",
+		"CREATE TEMPORARY TABLE t (x INT)", "ALTER TABLE t TRUNCATE PARTITION p0", "CREATE INDEX ix ON t (a)",
+		"/* comment */ ALTER ONLINE TABLE t ADD INDEX (a), ALGORITHM=NOCOPY",
+	} {
+		tr := newSchemaTracker("mariadb")
+		tr.put(base())
+		if forgot := tr.apply("d", q, 1, 100); forgot != nil || tr.get("d", "t") == nil ||
+			len(tr.get("d", "t").Columns) != 2 {
+			t.Errorf("%s: forgot %v, tracked %+v; want t kept as it was", q, forgot, tr.get("d", "t"))
+		}
+	}
+	for _, c := range []struct{ q, want string }{
+		{"ALTER ONLINE TABLE t ADD COLUMN g INT AS (id + 1) PERSISTENT", "[id a g]"},
+		{"CREATE OR REPLACE TABLE t (id INT)", "untracked"},
+	} {
+		tr := newSchemaTracker("mariadb")
+		tr.put(base())
+		tr.apply("d", c.q, 1, 100)
+		got := "untracked"
+		if ts := tr.get("d", "t"); ts != nil {
+			var names []string
+			for _, col := range ts.Columns {
+				names = append(names, col.Name)
+			}
+			got = fmt.Sprint(names)
+		}
+		if got != c.want {
+			t.Errorf("%s: %s, want %s", c.q, got, c.want)
+		}
+	}
+	for _, q := range []string{"ALTER TABLE t DROP INDEX `PRIMARY`", "DROP INDEX `PRIMARY` ON t"} {
+		tr := newSchemaTracker("mariadb")
+		tr.put(base())
+		if tr.apply("d", q, 1, 100); tr.get("d", "t") == nil || len(tr.get("d", "t").PK) != 0 {
+			t.Errorf("%s: key %v, want none", q, tr.get("d", "t"))
+		}
+	}
+
+	// lower_case_table_names=0: Users and users are two tables.
+	tr := newSchemaTracker("mariadb")
+	tr.put(base())
+	upper := base()
+	upper.Table = "T"
+	tr.put(upper)
+	tr.apply("d", "DROP TABLE t", 1, 100)
+	if tr.get("d", "T") == nil || tr.get("d", "t") != nil {
+		t.Error("dropping t forgot T (case-sensitive names)")
+	}
+	// lower_case_table_names=1: one table, however written.
+	tr = newSchemaTracker("mariadb")
+	tr.fold = true
+	tr.put(base())
+	tr.apply("d", "ALTER TABLE T ADD COLUMN b INT", 1, 100)
+	if ts := tr.get("d", "t"); ts == nil || len(ts.Columns) != 3 {
+		t.Errorf("ALTER TABLE T did not change t with folded names: %+v", ts)
+	}
+}
+
+// TestSchemaTrackerRewindPastUndo: a rewind to before a statement whose snapshot was dropped (more than maxUndo
+// statements since) forgets the schemas instead of applying that statement twice.
+func TestSchemaTrackerRewindPastUndo(t *testing.T) {
+	tr := newSchemaTracker("mysql")
+	tr.put(&TableSchema{Schema: "d", Table: "t", Columns: []SchemaColumn{{Name: "id", DataType: "int"}}, PK: []int{0}})
+	for i := range maxUndo + 5 {
+		pos := uint32(100 * (i + 1))
+		tr.seen(1, pos)
+		tr.apply("d", fmt.Sprintf("ALTER TABLE t ADD COLUMN c%d INT", i), 1, pos)
+	}
+	tr.rewind(1, 100*(maxUndo+2)+50) // within the snapshots kept
+	if ts := tr.get("d", "t"); ts == nil || len(ts.Columns) != 1+maxUndo+2 {
+		t.Fatalf("after a rewind within the undo: %d columns", len(tr.get("d", "t").Columns))
+	}
+	tr.rewind(1, 150) // before dropped snapshots
+	if tr.get("d", "t") != nil {
+		t.Fatal("a rewind past the kept snapshots kept a schema")
+	}
+}

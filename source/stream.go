@@ -196,6 +196,12 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 	}
 	resume := start
 	backoff := 100 * time.Millisecond
+	if s.db != nil {
+		var lower int
+		if err := s.db.QueryRowContext(ctx, "SELECT @@lower_case_table_names").Scan(&lower); err == nil {
+			s.schemas.fold = lower != 0
+		}
+	}
 	s.loadSchemas(ctx, start)
 	defer s.saveSchemas(context.WithoutCancel(ctx), true)
 	for {
@@ -270,6 +276,7 @@ type stream struct {
 	pos     uint32 // end of the last event read = start of the next one
 
 	inTx    bool
+	begun   bool   // a transaction (BEGIN, XA START, or a MariaDB GTID group that is not standalone): its other statements are not DDL
 	txStart uint32 // position of the current transaction's first event
 	txFile  uint32
 	seq     uint32 // changes numbered within the transaction
@@ -448,6 +455,8 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 		}
 	case *replication.MariadbGTIDEvent:
 		st.beginTx()
+		// MariaDB writes no BEGIN: a group that is not standalone (DDL is) ends with a COMMIT or XID.
+		st.begun = !e.IsStandalone()
 		if ms, ok := st.gset.(*gmysql.MariadbGTIDSet); ok {
 			// The direct path: GTIDNext and Update format and parse the GTID
 			// twice, a cost that shows with one row per transaction.
@@ -460,13 +469,18 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
 		switch {
-		case strings.EqualFold(q, "BEGIN"):
+		case strings.EqualFold(q, "BEGIN") || hasPrefixFold(q, "XA START"):
 			if !st.inTx {
 				st.beginTx()
 			}
-		case strings.EqualFold(q, "COMMIT"):
+			st.begun = true
+		case strings.EqualFold(q, "COMMIT") || st.begun && strings.EqualFold(q, "ROLLBACK"):
+			// ROLLBACK ends a transaction whose non-transactional changes stay (and are in the binlog).
 			st.setPos(endPos)
 			return st.commit(ctx)
+		case st.begun:
+			// SAVEPOINT, ROLLBACK TO, RELEASE SAVEPOINT, XA END inside a transaction: no boundary and no DDL
+			// (DDL commits implicitly and comes in a group of its own).
 		default:
 			// DDL (or a statement logged as such): its own transaction. Any
 			// table's definition may have changed: table ids are mapped
@@ -526,7 +540,7 @@ func (st *stream) setPos(p uint32) {
 }
 
 func (st *stream) beginTx() {
-	st.inTx = true
+	st.inTx, st.begun = true, false
 	st.txStart = st.pos
 	st.txFile = st.fileSeq
 	st.seq = 0
@@ -552,7 +566,7 @@ func (st *stream) addGTID(e gtidNexter) error {
 
 // commit marks a transaction boundary at the current position.
 func (st *stream) commit(ctx context.Context) error {
-	st.inTx = false
+	st.inTx, st.begun = false, false
 	st.s.cfg.Metrics.Event("commit")
 	if st.s.schemas.dirty {
 		st.s.saveSchemas(ctx, false)
@@ -929,4 +943,9 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// hasPrefixFold reports whether s begins with prefix, ignoring case.
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
