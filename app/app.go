@@ -326,6 +326,11 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		gtidComplete = p.File == ""
 	case found:
 		p = saved
+		if p.File == "" && cfg.MySQL.GTID == "off" {
+			return p, false, stored, exitErr(ExitConfig, fmt.Errorf("the checkpoint (%s) names only a GTID set (a "+
+				"--start-gtid start stopped before its first transaction), which needs mysql.gtid auto or on; it is off",
+				checkpointWhere(cfg)))
+		}
 		log.Info("resuming from the checkpoint", slog.String("file", p.File), slog.Uint64("pos", uint64(p.Pos)),
 			slog.String("gtid_set", p.GTIDSet))
 	case bootstrap != nil:
@@ -346,7 +351,8 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 	// A set in a checkpoint was written by a source that tracked a complete one. A file position without a set
 	// gets it from the server where it can (MariaDB), so that checkpoints carry sets from here on.
 	gtidComplete = gtidComplete || p.GTIDSet != ""
-	if !gtidComplete && flavor == "mariadb" {
+	otherServer := explicit.IsZero() && found && saved.ServerUUID != "" && saved.ServerUUID != identity
+	if !gtidComplete && flavor == "mariadb" && !otherServer { // another server's position means nothing here
 		set, ok, err := source.MariaDBGTIDAt(ctx, db, p.File, p.Pos)
 		if err != nil {
 			return p, false, stored, exitErr(ExitServer, err)

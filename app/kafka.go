@@ -209,6 +209,9 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			// base name.
 			if cur, err := source.CurrentPosition(startCtx, db, flavor); err == nil {
 				named.File = cur.File
+			} else {
+				log.Warn("reading the binlog file name for the messages failed; the first transaction's "+
+					"messages name no file", slog.String("error", err.Error()))
 			}
 		}
 		go func() { prodErr <- prod.Run(prodCtx, named, queue, ckpt.Advance) }()

@@ -251,6 +251,7 @@ func (r *Reconciler) Run(ctx context.Context, opts PassOptions) (*Report, error)
 	rep := &Report{Started: time.Now().UTC(), DryRun: opts.DryRun || r.cfg.ReportOnly, Cached: opts.Cached}
 	if ps != nil {
 		rep.ID, rep.Start, rep.Resumed = ps.ID, ps.Start, true
+		rep.Cached, rep.DryRun = rep.Cached || ps.Cached, rep.DryRun || ps.DryRun
 		r.log.InfoContext(ctx, "resuming an interrupted pass", slog.String("pass", ps.ID),
 			slog.Time("started", ps.Started))
 	} else {
@@ -268,7 +269,7 @@ func (r *Reconciler) Run(ctx context.Context, opts PassOptions) (*Report, error)
 		start.Epoch = epoch
 		start.ServerUUID = r.cfg.Identity
 		rep.ID, rep.Start = newID(), start
-		ps = &passState{ID: rep.ID, Started: rep.Started, Start: start}
+		ps = &passState{ID: rep.ID, Started: rep.Started, Start: start, Cached: rep.Cached, DryRun: rep.DryRun}
 		if err := st.savePass(ctx, ps); err != nil {
 			return nil, err
 		}

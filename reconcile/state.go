@@ -34,6 +34,10 @@ type passState struct {
 	ID      string          `json:"id"`
 	Started time.Time       `json:"started"`
 	Start   change.Position `json:"start"`
+	// Cached and DryRun are the options of the pass that began it: a pass resumed with others reports both
+	// (its finished ranges were compared that way), so that it does not count as a full verification.
+	Cached bool `json:"cached,omitempty"`
+	DryRun bool `json:"dry_run,omitempty"`
 }
 
 // tableProgress is how far a table got: every range up to After (hex of the primary-key values) is finished.
@@ -257,6 +261,7 @@ func (s *stateStore) lock(ctx context.Context, holder string) (context.Context, 
 		defer close(exited)
 		t := time.NewTicker(ttl / 3)
 		defer t.Stop()
+		renewed := time.Now()
 		for {
 			select {
 			case <-done:
@@ -264,11 +269,18 @@ func (s *stateStore) lock(ctx context.Context, holder string) (context.Context, 
 			case <-t.C:
 			}
 			n, err := renewLease.Run(ctx, s.rdb, []string{key}, token, ttl.Milliseconds()).Int()
-			if err == nil && n == 0 {
+			switch {
+			case err == nil && n == 0:
+				cancel(errLeaseLost)
+				return
+			case err == nil:
+				renewed = time.Now()
+			case time.Since(renewed) > ttl-ttl/6:
+				// Renewals failed for about the lease's life: another process may hold it by now.
 				cancel(errLeaseLost)
 				return
 			}
-			// A failed renewal (Redis briefly away) is tried again; the lease lasts three intervals.
+			// A failed renewal (Redis briefly away) is tried again while the lease may still be ours.
 		}
 	}()
 	release := func() {

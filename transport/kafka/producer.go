@@ -385,9 +385,14 @@ func (p *Producer) reserve(ctx context.Context, n int) (uint64, error) {
 	return first, err
 }
 
+// topicMissingGrace is how long a topic may be reported missing before the producer stops: metadata can lag a
+// topic an operator has just created.
+var topicMissingGrace = 10 * time.Second
+
 // retry runs f until it succeeds, ctx ends or a message was refused for good.
 func (p *Producer) retry(ctx context.Context, what string, f func() error) error {
 	backoff := 100 * time.Millisecond
+	var missingSince time.Time
 	for {
 		err := f()
 		if err == nil {
@@ -400,7 +405,12 @@ func (p *Producer) retry(ctx context.Context, what string, f func() error) error
 			return fmt.Errorf("%s: the producer is closed", what)
 		}
 		if errors.Is(err, ErrTopicMissing) {
-			return fmt.Errorf("%s: %w", what, err)
+			if missingSince.IsZero() {
+				missingSince = time.Now()
+			}
+			if time.Since(missingSince) >= topicMissingGrace {
+				return fmt.Errorf("%s: %w", what, err)
+			}
 		}
 		var tooLarge kafkago.MessageTooLargeError
 		if errors.As(err, &tooLarge) {
