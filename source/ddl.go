@@ -49,7 +49,7 @@ type schemaTracker struct {
 	// evictedFile/evictedPos is the newest statement whose snapshot was dropped for maxUndo.
 	undo                    []trackerSnapshot
 	evictedFile, evictedPos uint32
-	parser *parser.Parser
+	parser                  *parser.Parser
 	// hist holds each table's schemas by the position from which they hold (nil: not known from there on), for
 	// restarts; dirty says it changed since it was last saved.
 	hist  map[string][]schemaVersion
