@@ -90,6 +90,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			BatchSize:    cfg.Kafka.BatchSize,
 			BatchTimeout: cfg.Kafka.BatchTimeout,
 			RequiredAcks: cfg.Kafka.RequiredAcks,
+			MaxInFlight:  cfg.Kafka.MaxUnacknowledged,
 		})
 		if err != nil {
 			return exitErr(ExitConfig, err)

@@ -321,6 +321,9 @@ type Kafka struct {
 	BatchTimeout time.Duration `yaml:"batch_timeout"`
 	// RequiredAcks is all | one | none. Default all.
 	RequiredAcks string `yaml:"required_acks"`
+	// MaxUnacknowledged bounds the messages the source has handed to Kafka and not had acknowledged; at the
+	// bound it stops reading the binlog (the memory bound of an outage). Default 16384.
+	MaxUnacknowledged int `yaml:"max_unacknowledged"`
 	// GroupID is the sinks' consumer group. Default binlogsync-sink.
 	GroupID string `yaml:"group_id"`
 	// SessionTimeout is how long the group waits for a silent sink before
@@ -456,6 +459,7 @@ func defaults() *Config {
 			BatchSize:         256,
 			BatchTimeout:      2 * time.Millisecond,
 			RequiredAcks:      "all",
+			MaxUnacknowledged: 16384,
 			GroupID:           "binlogsync-sink",
 			SessionTimeout:    10 * time.Second,
 			CommitInterval:    100 * time.Millisecond,

@@ -59,6 +59,7 @@ func TestDefaults(t *testing.T) {
 		{"kafka.compression", c.Kafka.Compression, "snappy"},
 		{"kafka.required_acks", c.Kafka.RequiredAcks, "all"},
 		{"kafka.batch_timeout", c.Kafka.BatchTimeout, 2 * time.Millisecond}, // not kafka-go's 1s
+		{"kafka.max_unacknowledged", c.Kafka.MaxUnacknowledged, 16384},
 		{"kafka.commit_interval", c.Kafka.CommitInterval, 100 * time.Millisecond},
 	}
 	for _, ch := range checks {

@@ -409,6 +409,7 @@ func (c *Config) validateKafka() error {
 		c.positive("kafka.batch_size", k.BatchSize),
 		c.nonNegativeDuration("kafka.batch_timeout", k.BatchTimeout),
 		c.oneOf("kafka.required_acks", k.RequiredAcks, "all", "one", "none"),
+		c.positive("kafka.max_unacknowledged", k.MaxUnacknowledged),
 		c.notEmpty("kafka.group_id", k.GroupID, "set the sinks' consumer group, like \"binlogsync-sink\""),
 		c.positiveDuration("kafka.session_timeout", k.SessionTimeout),
 		c.nonNegativeDuration("kafka.commit_interval", k.CommitInterval),

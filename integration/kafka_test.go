@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -344,6 +345,8 @@ func kafkaBrokerOutage(t *testing.T, mode string) {
 		t.Fatalf("kfake advertises %s, not the proxy %s", brokers[0], px.addr)
 	}
 	e.kafkaEnv(brokers, "bs-outage-"+mode)
+	const window = 300 // kafka.max_unacknowledged: the load reaches it during the outage
+	e.extra["BINLOGSYNC_KAFKA_MAX_UNACKNOWLEDGED"] = fmt.Sprint(window)
 	e.exec(usersDDL)
 	src := e.startRole("source")
 	snk := e.startRole("sink")
@@ -377,6 +380,10 @@ func kafkaBrokerOutage(t *testing.T, mode string) {
 	t.Logf("%d transactions across a 10s Kafka outage; Redis equals MySQL", txs)
 	if waiting == 0 {
 		t.Errorf("no message waited for Kafka during the outage: the outage was not real")
+	}
+	if waiting > window || waiting < window/2 {
+		t.Errorf("%v messages waited for Kafka; want the bound kafka.max_unacknowledged %d reached, not passed "+
+			"(the source stops reading the binlog there: memory is bounded)", waiting, window)
 	}
 	t.Logf("up to %v messages waited for Kafka during the outage", waiting)
 	for _, p := range []*proc{src, snk} {
