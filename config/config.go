@@ -439,7 +439,7 @@ func defaults() *Config {
 			Format:       FormatHash,
 			BatchRows:    2000,
 			BatchWait:    2 * time.Millisecond,
-			Lanes:        4,
+			Lanes:        8,
 			RowsPerCall:  100,
 			TombstoneTTL: 24 * time.Hour,
 			QueueBatches: 16,

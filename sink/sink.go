@@ -24,7 +24,7 @@ var ErrConfig = errors.New("sink configuration error")
 
 // Defaults of Options.
 const (
-	DefaultLanes        = 4
+	DefaultLanes        = 8
 	DefaultRowsPerCall  = 100
 	DefaultTombstoneTTL = 24 * time.Hour
 )
