@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return exitErr(ExitConfig, err)
 	}
 
-	src := newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(store, stored), log, m)
+	src := newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(cfg, opts, store, stored), log, m)
 
 	ckpt := &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 		Log: log.With(slog.String("component", "checkpoint"))}
@@ -218,12 +218,13 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	return leaseErr(ctx, runErr)
 }
 
-// newSource builds the binlog source from the configuration.
 // sourceSchemas is where the source keeps the schemas it follows across DDL (beside the checkpoint), and the
 // checkpoint found at start, up to which they miss no DDL statement.
 type sourceSchemas struct {
 	store source.SchemaStore
 	upTo  change.Position
+	// snapshot: the start is the server's current position (source.Config.SnapshotSchemas).
+	snapshot bool
 }
 
 var (
@@ -231,11 +232,16 @@ var (
 	_ source.SchemaStore = (*checkpoint.Redis)(nil)
 )
 
-func schemaStore(store checkpoint.Store, stored change.Position) sourceSchemas {
+// schemaStore describes the schemas for a start with the stored checkpoint: with none and no explicit start, the
+// source starts at the server's current position (or a bootstrap pass's, taken just now) and reads every table's
+// schema there.
+func schemaStore(cfg *config.Config, opts Options, store checkpoint.Store, stored change.Position) sourceSchemas {
 	s, _ := store.(source.SchemaStore)
-	return sourceSchemas{store: s, upTo: stored}
+	fresh := stored.IsZero() && opts.Start.IsZero() && cfg.MySQL.Start.IsZero()
+	return sourceSchemas{store: s, upTo: stored, snapshot: fresh}
 }
 
+// newSource builds the binlog source from the configuration.
 func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Position, trackGTID bool,
 	identity string, schemas sourceSchemas, log *slog.Logger, m *metrics.Metrics,
 ) *source.Source {
@@ -254,6 +260,7 @@ func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Posit
 		TrackGTID:           trackGTID,
 		Schemas:             schemas.store,
 		SchemasUpTo:         schemas.upTo,
+		SnapshotSchemas:     schemas.snapshot,
 		BatchRows:           cfg.Sink.BatchRows,
 		BatchWait:           cfg.Sink.BatchWait,
 		Epoch:               start.Epoch,

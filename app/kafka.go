@@ -180,7 +180,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			bootstrapper(ctx, cfg, db, flavor, rdb, log)); err != nil {
 			return err
 		}
-		src = newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(store, stored), log, m)
+		src = newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(cfg, opts, store, stored), log, m)
 		ckpt = &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 			Log: log.With(slog.String("component", "checkpoint"))}
 		ckpt.Start()

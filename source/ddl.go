@@ -20,10 +20,13 @@ import (
 // when DDL ran since (the stream behind, or several DDL statements in a row): reading it again after each DDL, as
 // the source did before, named the columns of older rows after a later schema.
 //
-// A statement the tracker cannot parse or apply (MariaDB-only syntax, CONVERT TO a character set, partitioning
-// that moves columns, a CREATE TABLE) makes it forget the tables concerned, or every table when it cannot tell
-// which; they are read from information_schema again when next met, and the table map check (ResolveColumns)
-// still refuses a schema whose columns do not match the rows.
+// A start at the server's current position reads every replicated table from information_schema at once (the
+// schemas there are those of the start position), and CREATE TABLE starts tracking a new table from the
+// statement, so a table the stream first meets after later DDL is still named as it was. A statement the tracker
+// cannot parse or apply (MariaDB-only syntax, CONVERT TO a character set, CREATE TABLE ... SELECT) makes it
+// forget the tables concerned, or every table when it cannot tell which; they are read from information_schema
+// again when next met, and the table map check (ResolveColumns) still refuses a schema whose columns do not
+// match the rows.
 //
 // It lives in the Source, across reconnects. A reconnect resumes at the last boundary handed out, which may lie
 // before DDL statements already applied: rewind restores the schemas as they were there, and the statements are
@@ -50,6 +53,15 @@ type schemaTracker struct {
 	undo                    []trackerSnapshot
 	evictedFile, evictedPos uint32
 	parser                  *parser.Parser
+	// all says every replicated table is tracked (from a snapshot at a start at the server's current position,
+	// or restored schemas), so the statements are applied even while no table is: a new table is tracked from
+	// its CREATE TABLE.
+	all bool
+	// include says whether a table is replicated (Config.Tables): a CREATE TABLE of another is not tracked.
+	include func(db, table string) bool
+	// dbCharset returns a database's default character set ("" when unknown), for the columns of a CREATE TABLE
+	// that name none.
+	dbCharset func(db string) string
 	// hist holds each table's schemas by the position from which they hold (nil: not known from there on), for
 	// restarts; dirty says it changed since it was last saved.
 	hist  map[string][]schemaVersion
@@ -67,6 +79,7 @@ type schemaVersion struct {
 // not compare, and the saved schemas are not used.
 type savedSchemas struct {
 	Epoch  uint16                     `json:"epoch"`
+	All    bool                       `json:"all,omitempty"` // schemaTracker.all
 	Tables map[string][]schemaVersion `json:"tables"`
 }
 
@@ -104,7 +117,7 @@ func (t *schemaTracker) record(key string, file, pos uint32, ts *TableSchema) {
 
 // marshal renders hist for saving.
 func (t *schemaTracker) marshal(epoch uint16) ([]byte, error) {
-	return json.Marshal(savedSchemas{Epoch: epoch, Tables: t.hist})
+	return json.Marshal(savedSchemas{Epoch: epoch, All: t.all, Tables: t.hist})
 }
 
 // restore loads saved schemas and tracks, of each table, the version that holds at file:pos (the start position).
@@ -117,7 +130,7 @@ func (t *schemaTracker) restore(b []byte, epoch uint16, file, pos uint32) (int, 
 	if saved.Epoch != epoch || saved.Tables == nil {
 		return 0, nil
 	}
-	t.hist = saved.Tables
+	t.hist, t.all = saved.Tables, saved.All
 	n := 0
 	for key, vs := range saved.Tables {
 		for i := len(vs) - 1; i >= 0; i-- {
@@ -199,7 +212,7 @@ func (t *schemaTracker) rewind(file, pos uint32) {
 // and records the schemas it changed from there on. It returns the tables it forgot (nil when every statement
 // was understood); "*" means all of them.
 func (t *schemaTracker) apply(db, query string, file, pos uint32) []string {
-	if len(t.tables) == 0 {
+	if len(t.tables) == 0 && !t.all {
 		return nil
 	}
 	before := maps.Clone(t.tables)
@@ -280,8 +293,16 @@ func (t *schemaTracker) applyStmt(db string, s ast.StmtNode) []string {
 		if s.TemporaryKeyword != ast.TemporaryNone || s.IfNotExists && t.get(d, n) != nil {
 			return nil // a temporary table, or one that exists already: the tracked table is unchanged
 		}
-		// The new table is read from information_schema when first met.
 		t.forget(d, n)
+		if t.include != nil && !t.include(d, n) {
+			return nil
+		}
+		if ts := t.create(d, n, s, name); ts != nil {
+			t.put(ts)
+			return nil
+		}
+		// Read from information_schema when first met.
+		return []string{d + "." + n}
 	case *ast.DropIndexStmt:
 		if strings.EqualFold(s.IndexName, "PRIMARY") {
 			d, n := name(s.Table)
@@ -301,6 +322,47 @@ func (t *schemaTracker) applyStmt(db string, s ast.StmtNode) []string {
 	}
 	// Other statements (indexes, TRUNCATE, users, views, databases, ...) do not change the columns of a table.
 	return nil
+}
+
+// create returns the schema a CREATE TABLE statement gives the table db.table, nil when the tracker cannot tell
+// (CREATE TABLE ... SELECT, LIKE a table it does not track, a column type it does not know, a character set it
+// cannot find). A column without a character set takes the table's, else the database's (dbCharset: what the
+// server says now, which an ALTER DATABASE since would make wrong; the table map check catches a mismatch).
+func (t *schemaTracker) create(db, table string, s *ast.CreateTableStmt, name func(*ast.TableName) (string, string)) *TableSchema {
+	if s.ReferTable != nil {
+		ref := t.get(name(s.ReferTable))
+		if ref == nil {
+			return nil
+		}
+		ts := ref.clone()
+		ts.Schema, ts.Table = db, table
+		return ts
+	}
+	if s.Select != nil {
+		return nil // the columns come from the query
+	}
+	ts := &TableSchema{Schema: db, Table: table}
+	for _, o := range s.Options {
+		switch o.Tp {
+		case ast.TableOptionCharset:
+			ts.DefaultCharset = normalizeCharset(o.StrValue)
+		case ast.TableOptionCollate:
+			if ts.DefaultCharset == "" {
+				ts.DefaultCharset = normalizeCharset(collationCharsetName(o.StrValue))
+			}
+		}
+	}
+	if ts.DefaultCharset == "" && t.dbCharset != nil {
+		ts.DefaultCharset = normalizeCharset(t.dbCharset(db))
+	}
+	specs := []*ast.AlterTableSpec{{Tp: ast.AlterTableAddColumns, NewColumns: s.Cols}}
+	for _, c := range s.Constraints {
+		specs = append(specs, &ast.AlterTableSpec{Tp: ast.AlterTableAddConstraint, Constraint: c})
+	}
+	if _, ok := t.alter(ts, specs); !ok || len(ts.Columns) == 0 {
+		return nil
+	}
+	return ts
 }
 
 // alter applies the specs of an ALTER TABLE to ts. It returns the table's new name when the statement renames

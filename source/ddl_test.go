@@ -134,6 +134,76 @@ func TestSchemaTrackerMatchesServer(t *testing.T) {
 	}
 }
 
+// TestSchemaTrackerCreateTable: a table created in the binlog is tracked from its CREATE TABLE as the server
+// describes it (golden values from the server), including columns that take the database's character set; what
+// the statement cannot tell (CREATE TABLE ... SELECT, LIKE an untracked table) is left to information_schema.
+func TestSchemaTrackerCreateTable(t *testing.T) {
+	m := testenv.SharedMariaDB(t)
+	db := m.NewDatabase(t)
+	sdb := m.Root(t, db)
+	ctx := context.Background()
+	if _, err := sdb.Exec("ALTER DATABASE " + db + " CHARACTER SET latin1"); err != nil {
+		t.Fatal(err)
+	}
+	tr := newSchemaTracker("mariadb")
+	tr.all = true
+	tr.include = func(_, table string) bool { return table != "skipped" }
+	tr.dbCharset = func(d string) string {
+		var cs string
+		if err := sdb.QueryRow("SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?", d).Scan(&cs); err != nil {
+			t.Fatal(err)
+		}
+		return cs
+	}
+	for n, c := range []struct{ table, ddl string }{
+		{"c1", "CREATE TABLE c1 (id INT PRIMARY KEY, a VARCHAR(10), b TEXT CHARACTER SET utf8mb4, e ENUM('x','y'))"},
+		{"c2", "CREATE TABLE IF NOT EXISTS c2 (k1 BIGINT UNSIGNED NOT NULL, k2 VARCHAR(20) NOT NULL, d DECIMAL(65,30), " +
+			"ts TIMESTAMP(3) NULL, js JSON, bn BINARY(4), g INT AS (k1 + 1) PERSISTENT, INDEX (d), " +
+			"PRIMARY KEY (k2, k1)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"},
+		{"c3", "CREATE TABLE c3 (id INT NOT NULL, s SET('p','q') COLLATE utf8mb4_bin, CONSTRAINT pk PRIMARY KEY (id)) CHARSET latin1"},
+		{"c4", "CREATE TABLE c4 LIKE c2"},
+		{"c5", "CREATE OR REPLACE TABLE c5 (id INT PRIMARY KEY, v VARCHAR(3) CHARACTER SET ascii)"},
+	} {
+		if _, err := sdb.Exec(c.ddl); err != nil {
+			t.Fatalf("%s: %v", c.ddl, err)
+		}
+		if forgot := tr.apply(db, c.ddl, 1, uint32(100*(n+1))); forgot != nil {
+			t.Fatalf("%s: the tracker forgot %v", c.ddl, forgot)
+		}
+		got := tr.get(db, c.table)
+		if got == nil {
+			t.Fatalf("%s: %s is not tracked", c.ddl, c.table)
+		}
+		server, err := LoadTableSchema(ctx, sdb, db, c.table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gc, gpk, gcs := comparableSchema(got)
+		wc, wpk, wcs := comparableSchema(server)
+		if !reflect.DeepEqual(gc, wc) || !reflect.DeepEqual(gpk, wpk) || gcs != wcs {
+			t.Fatalf("after %s:\ntracked %+v key %v charset %s\nserver  %+v key %v charset %s", c.ddl, gc, gpk, gcs,
+				wc, wpk, wcs)
+		}
+	}
+	for _, c := range []struct{ ddl, table, forgot string }{
+		{"CREATE TABLE c6 AS SELECT id, a FROM c1", "c6", "[" + db + ".c6]"},
+		{"CREATE TABLE skipped (id INT PRIMARY KEY)", "skipped", "[]"}, // not replicated: not tracked, no warning
+	} {
+		if _, err := sdb.Exec(c.ddl); err != nil {
+			t.Fatalf("%s: %v", c.ddl, err)
+		}
+		if forgot := tr.apply(db, c.ddl, 2, 100); fmt.Sprint(forgot) != c.forgot || tr.get(db, c.table) != nil {
+			t.Errorf("%s: forgot %v (want %s), tracked %v", c.ddl, forgot, c.forgot, tr.get(db, c.table))
+		}
+	}
+	// A tracked table is not replaced by a CREATE TABLE IF NOT EXISTS.
+	before := tr.get(db, "c1")
+	tr.apply(db, "CREATE TABLE IF NOT EXISTS c1 (other INT PRIMARY KEY)", 3, 100)
+	if tr.get(db, "c1") != before {
+		t.Error("CREATE TABLE IF NOT EXISTS of a tracked table changed it")
+	}
+}
+
 // TestSchemaTrackerReplay: a DDL statement read again after a reconnect is recognised by its position.
 func TestSchemaTrackerReplay(t *testing.T) {
 	tr := newSchemaTracker("mariadb")
@@ -274,7 +344,8 @@ func TestSchemaTrackerStatements(t *testing.T) {
 	}
 	for _, c := range []struct{ q, want string }{
 		{"ALTER ONLINE TABLE t ADD COLUMN g INT AS (id + 1) PERSISTENT", "[id a g]"},
-		{"CREATE OR REPLACE TABLE t (id INT)", "untracked"},
+		{"CREATE OR REPLACE TABLE t (id INT)", "[id]"}, // the new table, from the statement
+		{"CREATE OR REPLACE TABLE t SELECT 1 AS x", "untracked"},
 	} {
 		tr := newSchemaTracker("mariadb")
 		tr.put(base())

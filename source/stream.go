@@ -59,6 +59,11 @@ type Config struct {
 	// streamed would be missing).
 	Schemas     SchemaStore
 	SchemasUpTo change.Position
+	// SnapshotSchemas says the start position is the server's current one (no checkpoint, no explicit start): the
+	// source then reads every replicated table from information_schema before streaming, when the binlog carries
+	// no column names, and follows them from there (with Schemas, over restarts too). Otherwise a table is read
+	// when the stream first meets it, which may be after later DDL changed it.
+	SnapshotSchemas bool
 	// TrackGTID says the start position's GTID set (possibly empty) is complete: every transaction executed up
 	// to it. Only then does the source add the GTIDs it reads and stamp boundaries with the set; a set gathered
 	// from a file position would lack the transactions before it, and resuming by it would replay or fail.
@@ -139,6 +144,67 @@ func (s *Source) loadSchemas(ctx context.Context, start change.Position) {
 	}
 }
 
+// snapshotSchemas reads every replicated table from information_schema and tracks it from start on (the server's
+// current position, so the schemas are those there). Nothing is read when the binlog carries column names
+// (binlog_row_metadata=FULL). A table that cannot be read is left to be read when first met.
+func (s *Source) snapshotSchemas(ctx context.Context, start change.Position) {
+	seq, err := change.FileSeq(start.File)
+	if s.db == nil || err != nil {
+		return
+	}
+	var meta sql.NullString
+	if err := s.db.QueryRowContext(ctx, "SELECT @@binlog_row_metadata").Scan(&meta); err == nil &&
+		strings.EqualFold(meta.String, "FULL") {
+		return
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES
+		WHERE TABLE_TYPE = 'BASE TABLE'
+		AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')`)
+	if err != nil {
+		s.log.Warn("listing the tables to read their schemas failed; each is read when the stream first meets it",
+			slog.String("error", err.Error()))
+		return
+	}
+	var names [][2]string
+	for rows.Next() {
+		var db, table string
+		if err := rows.Scan(&db, &table); err == nil && s.cfg.Tables(db, table) {
+			names = append(names, [2]string{db, table})
+		}
+	}
+	rows.Close()
+	n := 0
+	for _, nm := range names {
+		ts, err := LoadTableSchema(ctx, s.db, nm[0], nm[1])
+		if err != nil {
+			s.log.Warn("reading a table's schema failed; it is read when the stream first meets it",
+				slog.String("table", nm[0]+"."+nm[1]), slog.String("error", err.Error()))
+			continue
+		}
+		s.schemas.putAt(ts, seq, start.Pos)
+		n++
+	}
+	s.schemas.all = true
+	s.schemas.dirty = true
+	s.saveSchemas(ctx, true)
+	s.log.Info("read the schemas of the replicated tables at the start position", slog.Int("tables", n))
+}
+
+// dbCharset returns a function giving a database's default character set from information_schema ("" when it
+// cannot be read). It is asked at a CREATE TABLE, which is rare.
+func (s *Source) dbCharset(ctx context.Context) func(string) string {
+	return func(db string) string {
+		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var cs string
+		if err := s.db.QueryRowContext(qctx, `SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA
+			WHERE SCHEMA_NAME = ?`, db).Scan(&cs); err != nil {
+			return ""
+		}
+		return cs
+	}
+}
+
 // saveSchemas saves the followed schemas when they changed, at most once a second unless force.
 func (s *Source) saveSchemas(ctx context.Context, force bool) {
 	if s.cfg.Schemas == nil || !s.schemas.dirty || !force && time.Since(s.schemasSaved) < time.Second {
@@ -203,6 +269,13 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 		}
 	}
 	s.loadSchemas(ctx, start)
+	if s.cfg.SnapshotSchemas && len(s.schemas.tables) == 0 {
+		s.snapshotSchemas(ctx, start)
+	}
+	if s.db != nil {
+		s.schemas.include = s.cfg.Tables
+		s.schemas.dbCharset = s.dbCharset(ctx)
+	}
 	defer s.saveSchemas(context.WithoutCancel(ctx), true)
 	for {
 		st, err := s.newStream(resume, out)
