@@ -791,3 +791,75 @@ func TestIntegrationSavepoints(t *testing.T) {
 	}
 	p.stop(t, 15*time.Second)
 }
+
+// TestIntegrationXATransactions: a prepared XA transaction's rows reach Redis only with its XA COMMIT, a rolled
+// back one's never, and a restart between prepare and commit loses nothing (the checkpoint stays before it).
+func TestIntegrationXATransactions(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO users (id, name) VALUES (100, 'before')")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	ctx := context.Background()
+	run := func(conn *sql.Conn, qs ...string) {
+		t.Helper()
+		for _, q := range qs {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+	}
+	conns := make([]*sql.Conn, 3)
+	for i := range conns {
+		c, err := e.sqldb.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns[i] = c
+	}
+	run(conns[0], "XA START 'a'", "INSERT INTO users (id, name) VALUES (1, 'xa a')",
+		"UPDATE users SET name = 'by a' WHERE id = 100", "XA END 'a'", "XA PREPARE 'a'")
+	run(conns[1], "XA START 'b', 'q', 7", "INSERT INTO users (id, name) VALUES (2, 'xa b')",
+		"XA END 'b', 'q', 7", "XA PREPARE 'b', 'q', 7")
+	e.exec("INSERT INTO users (id, name) VALUES (3, 'plain')")
+	waitFor(t, 20*time.Second, "the plain insert after the prepared ones", func() bool {
+		got, _ := e.snapshotRedis("users")
+		return got[e.db+":users:3"] != nil
+	})
+	got, _ := e.snapshotRedis("users")
+	if got[e.db+":users:1"] != nil || got[e.db+":users:2"] != nil || got[e.db+":users:100"]["name"] != "before" {
+		t.Fatalf("rows of prepared XA transactions are in Redis before their outcome: %v", got)
+	}
+	// Restart while both are prepared: the checkpoint must not have passed them.
+	if code := p.stop(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	p = e.start("--config", "../config.example.yaml")
+	run(conns[0], "XA COMMIT 'a'")
+	run(conns[1], "XA ROLLBACK 'b', 'q', 7")
+	run(conns[2], "XA START 'c'", "INSERT INTO users (id, name) VALUES (4, 'one phase')", "XA END 'c'",
+		"XA COMMIT 'c' ONE PHASE")
+	e.exec("INSERT INTO users (id, name) VALUES (5, 'marker')")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	got, _ = e.snapshotRedis("users")
+	if got[e.db+":users:1"]["name"] != "xa a" || got[e.db+":users:100"]["name"] != "by a" || got[e.db+":users:2"] != nil {
+		t.Fatalf("after XA COMMIT a and XA ROLLBACK b: %v", got)
+	}
+	if n := p.metric(t, `binlogsync_binlog_events_total{kind="xa_outcome"}`); n < 2 {
+		t.Errorf("xa_outcome events = %v, want at least 2", n)
+	}
+	p.stop(t, 15*time.Second)
+}
+
+// waitFor polls cond until it holds or fails the test after within.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", within, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -367,6 +367,8 @@ type stream struct {
 	waitCtx    context.Context
 	waitCancel context.CancelFunc
 	eventTime  time.Time
+
+	xa xaState // XA transactions (xa.go)
 }
 
 type tableState struct {
@@ -415,6 +417,7 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		tables:    map[uint64]*tableState{},
 		published: start,
 	}
+	st.xa.lastCommit = start
 	if s.cfg.TrackGTID {
 		st.gset, err = gmysql.ParseGTIDSet(s.cfg.Flavor, start.GTIDSet)
 		if err != nil {
@@ -530,6 +533,9 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 		st.beginTx()
 		// MariaDB writes no BEGIN: a group that is not standalone (DDL is) ends with a COMMIT or XID.
 		st.begun = !e.IsStandalone()
+		if e.Flags&xaFlagPrepared != 0 {
+			st.xaBegin()
+		}
 		if ms, ok := st.gset.(*gmysql.MariadbGTIDSet); ok {
 			// The direct path: GTIDNext and Update format and parse the GTID
 			// twice, a cost that shows with one row per transaction.
@@ -542,11 +548,16 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 	case *replication.QueryEvent:
 		q := strings.TrimSpace(string(e.Query))
 		switch {
+		case hasPrefixFold(q, "XA COMMIT") || hasPrefixFold(q, "XA ROLLBACK"):
+			return st.xaOutcome(ctx, q, endPos)
 		case strings.EqualFold(q, "BEGIN") || hasPrefixFold(q, "XA START"):
 			if !st.inTx {
 				st.beginTx()
 			}
 			st.begun = true
+			if len(q) > 2 && (q[0] == 'X' || q[0] == 'x') {
+				st.xaBegin()
+			}
 		case strings.EqualFold(q, "COMMIT") || st.begun && strings.EqualFold(q, "ROLLBACK"):
 			// ROLLBACK ends a transaction whose non-transactional changes stay (and are in the binlog).
 			st.setPos(endPos)
@@ -600,6 +611,10 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 	case *replication.HeartbeatEvent:
 		st.s.cfg.Metrics.Event("heartbeat")
 		return st.heartbeat(ctx)
+	case *replication.GenericEvent:
+		if data, ok := isXAPrepare(ev); ok {
+			return st.xaPrepared(ctx, data, endPos)
+		}
 	}
 	st.setPos(endPos)
 	return nil
@@ -614,6 +629,7 @@ func (st *stream) setPos(p uint32) {
 
 func (st *stream) beginTx() {
 	st.inTx, st.begun = true, false
+	st.xa.open = false
 	st.txStart = st.pos
 	st.txFile = st.fileSeq
 	st.seq = 0
@@ -644,7 +660,7 @@ func (st *stream) commit(ctx context.Context) error {
 	if st.s.schemas.dirty {
 		st.s.saveSchemas(ctx, false)
 	}
-	st.boundary = &change.Position{
+	b := change.Position{
 		File:       st.file,
 		Pos:        st.pos,
 		Flavor:     st.flavor,
@@ -652,8 +668,10 @@ func (st *stream) commit(ctx context.Context) error {
 		ServerUUID: st.s.cfg.ServerUUID,
 	}
 	if st.gset != nil {
-		st.boundary.GTIDSet = formatGTIDSet(st.gset)
+		b.GTIDSet = formatGTIDSet(st.gset)
 	}
+	b = st.boundaryNow(b)
+	st.boundary = &b
 	return st.flush(ctx, false)
 }
 
@@ -944,8 +962,11 @@ func (st *stream) rows(ctx context.Context, et replication.EventType, e *replica
 		}
 		st.seq++
 		c.Version = change.Version{Epoch: st.s.cfg.Epoch, File: st.txFile, Pos: st.txStart, Seq: st.seq}
-		st.pending.Changes = append(st.pending.Changes, c)
 		n++
+		if st.xaKeep(c) {
+			continue
+		}
+		st.pending.Changes = append(st.pending.Changes, c)
 		if len(st.pending.Changes) >= st.s.cfg.BatchRows {
 			if err := st.flush(ctx, true); err != nil {
 				return err

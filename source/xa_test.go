@@ -1,0 +1,49 @@
+package source
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+func TestParseXID(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"X'7831',X'',1", "1:7831:"},             // as MariaDB and MySQL write it to the binlog
+		{"X'7831',X'',1 ONE PHASE", "1:7831:"},   // one-phase commit
+		{"'x1'", "1:7831:"},                      // as a client writes it: bqual '' and format 1 by default
+		{"'b', 'q', 7", "7:62:71"},               // all three parts
+		{"0x6263,0x,-3", "-3:6263:"},             // hex literals, negative format id
+		{`'it''s', "a\"b"`, "1:69742773:612262"}, // doubled and escaped quotes
+	} {
+		got, err := parseXID(c.in)
+		if err != nil || got != c.want {
+			t.Errorf("parseXID(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"", "x1", "X'78", "X'zz'", "'open", "'a', X'1"} {
+		if got, err := parseXID(bad); err == nil {
+			t.Errorf("parseXID(%q) = %q, want an error", bad, got)
+		}
+	}
+}
+
+func TestDecodeXAPrepare(t *testing.T) {
+	body := make([]byte, 13, 20)
+	body[0] = 0 // two-phase
+	binary.LittleEndian.PutUint32(body[1:], 7)
+	binary.LittleEndian.PutUint32(body[5:], 1)
+	binary.LittleEndian.PutUint32(body[9:], 1)
+	body = append(body, 'b', 'q')
+	got, err := decodeXAPrepare(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := parseXID("'b', 'q', 7")
+	if got != want {
+		t.Errorf("prepare event XID %q, the statement's %q: XA COMMIT would not find the parked rows", got, want)
+	}
+	for _, bad := range [][]byte{body[:12], body[:14]} {
+		if _, err := decodeXAPrepare(bad); err == nil {
+			t.Errorf("decodeXAPrepare(%x) succeeded on a truncated body", bad)
+		}
+	}
+}
