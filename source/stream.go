@@ -656,6 +656,9 @@ func (st *stream) addGTID(e gtidNexter) error {
 // commit marks a transaction boundary at the current position.
 func (st *stream) commit(ctx context.Context) error {
 	st.inTx, st.begun = false, false
+	if st.xa.open { // an XA transaction that ended without XA PREPARE (one phase): its rows are committed
+		st.xaUnpark()
+	}
 	st.s.cfg.Metrics.Event("commit")
 	if st.s.schemas.dirty {
 		st.s.saveSchemas(ctx, false)

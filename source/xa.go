@@ -83,6 +83,15 @@ func (st *stream) xaKeep(c change.Change) bool {
 	return false
 }
 
+// xaUnpark hands the open XA transaction's rows to the pending batch and ends it.
+func (st *stream) xaUnpark() {
+	if len(st.xa.changes) > 0 {
+		st.ensurePending()
+		st.pending.Changes = append(st.pending.Changes, st.xa.changes...)
+	}
+	st.xa.open, st.xa.overflow, st.xa.changes = false, false, nil
+}
+
 // xaPrepared handles an XA_PREPARE_LOG_EVENT: the end of the prepared transaction's group.
 func (st *stream) xaPrepared(ctx context.Context, data []byte, endPos uint32) error {
 	xid, err := decodeXAPrepare(data)
@@ -115,10 +124,9 @@ func (st *stream) xaOutcome(ctx context.Context, q string, endPos uint32) error 
 	}
 	switch {
 	case st.xa.open:
-		// XA COMMIT ... ONE PHASE (MySQL logs it so): the open transaction's own rows.
-		if commit && !st.xa.overflow {
-			st.ensurePending()
-			st.pending.Changes = append(st.pending.Changes, st.xa.changes...)
+		// XA COMMIT ... ONE PHASE: the open transaction's own rows.
+		if commit {
+			st.xaUnpark()
 		}
 		st.xa.changes = nil
 	default:
