@@ -216,6 +216,33 @@ func TestIntegrationMySQL8(t *testing.T) {
 	if got[db+":docs:4"]["name"] != "dee" || got[db+":docs:1"]["amount"] != "13.50" {
 		t.Fatalf("rows written while binlogsync was down are missing after the GTID resume: %v", got)
 	}
+
+	// XA: MySQL logs XA START, the rows, XA END and an XA_PREPARE event, and the outcome later in its own group.
+	ctx := context.Background()
+	conns := make([]*sql.Conn, 2)
+	for i := range conns {
+		if conns[i], err = e.sqldb.Conn(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	for _, step := range []struct {
+		conn int
+		q    string
+	}{
+		{0, "XA START 'm8'"}, {0, "INSERT INTO docs (id, name) VALUES (6, 'xa committed')"}, {0, "XA END 'm8'"},
+		{0, "XA PREPARE 'm8'"},
+		{1, "XA START 'r8'"}, {1, "INSERT INTO docs (id, name) VALUES (7, 'xa rolled back')"}, {1, "XA END 'r8'"},
+		{1, "XA PREPARE 'r8'"}, {1, "XA ROLLBACK 'r8'"},
+		{0, "XA COMMIT 'm8'"},
+		{1, "XA START 'o8'"}, {1, "UPDATE docs SET name = 'one phase' WHERE id = 2"}, {1, "XA END 'o8'"},
+		{1, "XA COMMIT 'o8' ONE PHASE"},
+	} {
+		if _, err := conns[step.conn].ExecContext(ctx, step.q); err != nil {
+			t.Fatalf("%s: %v", step.q, err)
+		}
+	}
+	same(30 * time.Second)
 	if code := p.stop(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d after SIGTERM", code)
 	}
