@@ -117,10 +117,9 @@ func (st *stream) xaPrepared(ctx context.Context, data []byte, endPos uint32) er
 
 // xaOutcome handles XA COMMIT and XA ROLLBACK statements (q, trimmed).
 func (st *stream) xaOutcome(ctx context.Context, q string, endPos uint32) error {
-	commit := hasPrefixFold(q, "XA COMMIT")
-	rest := strings.TrimSpace(q[len("XA COMMIT"):])
-	if !commit {
-		rest = strings.TrimSpace(q[len("XA ROLLBACK"):])
+	commit, keyword := true, "XA COMMIT"
+	if !hasPrefixFold(q, keyword) {
+		commit, keyword = false, "XA ROLLBACK"
 	}
 	switch {
 	case st.xa.open:
@@ -128,9 +127,8 @@ func (st *stream) xaOutcome(ctx context.Context, q string, endPos uint32) error 
 		if commit {
 			st.xaUnpark()
 		}
-		st.xa.changes = nil
 	default:
-		xid, err := parseXID(rest)
+		xid, err := parseXID(strings.TrimSpace(q[len(keyword):]))
 		if err != nil {
 			st.s.log.Warn("an XA statement whose transaction cannot be named; its rows, if any, are not applied "+
 				"and the reconciler repairs them", slog.String("query", truncate(q, 200)), slog.String("error", err.Error()))
@@ -139,7 +137,7 @@ func (st *stream) xaOutcome(ctx context.Context, q string, endPos uint32) error 
 		st.xaResolve(xid, commit, q)
 	}
 	st.s.cfg.Metrics.Event("xa_outcome")
-	st.xa.open, st.xa.overflow = false, false
+	st.xa.open, st.xa.overflow, st.xa.changes = false, false, nil
 	st.setPos(endPos)
 	return st.commit(ctx)
 }
