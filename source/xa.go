@@ -149,6 +149,9 @@ func (st *stream) xaResolve(xid string, commit bool, q string) {
 			continue
 		}
 		if commit {
+			for i := range p.changes {
+				p.changes[i].CommitTime = st.eventTime // committed now; the version stays the prepare's
+			}
 			st.ensurePending()
 			st.pending.Changes = append(st.pending.Changes, p.changes...)
 		}
