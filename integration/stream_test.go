@@ -831,6 +831,9 @@ func TestIntegrationXATransactions(t *testing.T) {
 	if got[e.db+":users:1"] != nil || got[e.db+":users:2"] != nil || got[e.db+":users:100"]["name"] != "before" {
 		t.Fatalf("rows of prepared XA transactions are in Redis before their outcome: %v", got)
 	}
+	if n := p.metric(t, "binlogsync_xa_prepared_transactions"); n != 2 {
+		t.Errorf("binlogsync_xa_prepared_transactions = %v, want 2", n)
+	}
 	// Restart while both are prepared: the checkpoint must not have passed them.
 	if code := p.stop(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
@@ -848,6 +851,9 @@ func TestIntegrationXATransactions(t *testing.T) {
 	}
 	if n := p.metric(t, `binlogsync_binlog_events_total{kind="xa_outcome"}`); n < 2 {
 		t.Errorf("xa_outcome events = %v, want at least 2", n)
+	}
+	if n := p.metric(t, "binlogsync_xa_prepared_transactions"); n != 0 {
+		t.Errorf("binlogsync_xa_prepared_transactions = %v after both outcomes, want 0", n)
 	}
 	p.stop(t, 15*time.Second)
 }

@@ -27,6 +27,7 @@ type Metrics struct {
 	Reconnects     prometheus.Counter
 	SourceFile     prometheus.Gauge
 	SourcePos      prometheus.Gauge
+	XAPrepared     prometheus.Gauge
 	CheckpointFile prometheus.Gauge
 	CheckpointPos  prometheus.Gauge
 	CheckpointTime prometheus.Gauge
@@ -58,7 +59,7 @@ func New(reg prometheus.Registerer, queueLen func() float64) *Metrics {
 			Name: "binlogsync_dead_letters_total", Help: "Row changes that could not be applied and went to the dead-letter stream, by table.",
 		}, []string{"table"}),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "binlogsync_binlog_events_total", Help: "Binlog events handled, by kind (commit, ddl, rotate, heartbeat).",
+			Name: "binlogsync_binlog_events_total", Help: "Binlog events handled, by kind (commit, ddl, rotate, heartbeat, xa_prepare, xa_outcome).",
 		}, []string{"kind"}),
 		Batches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "binlogsync_batches_applied_total", Help: "Batches applied to Redis.",
@@ -86,6 +87,10 @@ func New(reg prometheus.Registerer, queueLen func() float64) *Metrics {
 		SourcePos: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "binlogsync_source_binlog_position_bytes", Help: "Byte offset of the newest transaction boundary read.",
 		}),
+		XAPrepared: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "binlogsync_xa_prepared_transactions",
+			Help: "Prepared XA transactions whose rows wait for their XA COMMIT or XA ROLLBACK; the checkpoint stays before the oldest.",
+		}),
 		CheckpointFile: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "binlogsync_checkpoint_binlog_file_number", Help: "Sequence number of the binlog file of the stored checkpoint.",
 		}),
@@ -104,7 +109,7 @@ func New(reg prometheus.Registerer, queueLen func() float64) *Metrics {
 		Help: "Seconds between now and the binlog time of the newest change applied to Redis; near 0 when caught up on an idle server (heartbeats).",
 	}, m.Lag)
 	reg.MustRegister(m.RowsRead, m.RowsApplied, m.RowsSkipped, m.DeadLetters, m.Events, m.Batches, m.BatchRows,
-		m.ApplyDuration, m.Errors, m.RedisRetries, m.Reconnects, m.SourceFile, m.SourcePos, m.CheckpointFile,
+		m.ApplyDuration, m.Errors, m.RedisRetries, m.Reconnects, m.SourceFile, m.SourcePos, m.XAPrepared, m.CheckpointFile,
 		m.CheckpointPos, m.CheckpointTime, lag)
 	if queueLen != nil {
 		m.QueueBatches = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -206,6 +211,9 @@ func (a SourceAdapter) SourcePosition(p change.Position, _ time.Time) {
 	}
 	a.M.SourcePos.Set(float64(p.Pos))
 }
+
+// XAPrepared records how many prepared XA transactions wait for their outcome.
+func (a SourceAdapter) XAPrepared(n int) { a.M.XAPrepared.Set(float64(n)) }
 
 // CheckpointSaved records a stored checkpoint.
 func (m *Metrics) CheckpointSaved(p change.Position) {

@@ -90,6 +90,7 @@ type Metrics interface {
 	Event(kind string)
 	Reconnect()
 	SourcePosition(p change.Position, eventTime time.Time)
+	XAPrepared(n int)
 }
 
 // NopMetrics ignores everything.
@@ -99,6 +100,7 @@ func (NopMetrics) RowsRead(*change.Table, change.Op, int)    {}
 func (NopMetrics) Event(string)                              {}
 func (NopMetrics) Reconnect()                                {}
 func (NopMetrics) SourcePosition(change.Position, time.Time) {}
+func (NopMetrics) XAPrepared(int)                            {}
 
 // Source streams the binlog.
 type Source struct {
@@ -418,6 +420,7 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		published: start,
 	}
 	st.xa.lastCommit = start
+	s.cfg.Metrics.XAPrepared(0) // a new stream reads the prepared transactions again
 	if s.cfg.TrackGTID {
 		st.gset, err = gmysql.ParseGTIDSet(s.cfg.Flavor, start.GTIDSet)
 		if err != nil {
@@ -750,7 +753,8 @@ func (st *stream) flush(ctx context.Context, block bool) error {
 	st.stopWaiting()
 	if st.boundary != nil {
 		st.published = *st.boundary
-		st.s.cfg.Metrics.SourcePosition(st.published, st.eventTime)
+		// The newest boundary read, which a parked XA transaction may keep the published one behind.
+		st.s.cfg.Metrics.SourcePosition(st.xa.lastCommit, st.eventTime)
 	}
 	st.progressed = true
 	st.lastBatch = len(b.Changes)

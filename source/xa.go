@@ -107,6 +107,7 @@ func (st *stream) xaPrepared(ctx context.Context, data []byte, endPos uint32) er
 	} else if st.xa.open {
 		st.xa.parked = append(st.xa.parked, parkedXA{xid: xid, changes: st.xa.changes, resume: st.xa.lastCommit})
 		st.xa.changes = nil
+		st.s.cfg.Metrics.XAPrepared(len(st.xa.parked))
 		st.s.log.Debug("XA transaction prepared; its rows wait for its XA COMMIT", slog.String("xid", xid),
 			slog.Int("rows", len(st.xa.parked[len(st.xa.parked)-1].changes)))
 	}
@@ -156,6 +157,7 @@ func (st *stream) xaResolve(xid string, commit bool, q string) {
 			st.pending.Changes = append(st.pending.Changes, p.changes...)
 		}
 		st.xa.parked = append(st.xa.parked[:i], st.xa.parked[i+1:]...)
+		st.s.cfg.Metrics.XAPrepared(len(st.xa.parked))
 		return
 	}
 	switch {
