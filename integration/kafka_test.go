@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -398,5 +399,44 @@ func kafkaBrokerOutage(t *testing.T, mode string) {
 	}
 	if code := snk.stop(t, 20*time.Second); code != 0 {
 		t.Fatalf("sink exit code %d", code)
+	}
+}
+
+// TestKafkaXATransactions: through Kafka, a prepared XA transaction of more rows than a batch and than the source's
+// window of unacknowledged messages goes out at its XA COMMIT, and a rolled-back one's rows never do.
+func TestKafkaXATransactions(t *testing.T) {
+	e := sharedEnv(t)
+	brokers := newKfake(t)
+	e.kafkaEnv(brokers, "bs-xa")
+	e.extra["BINLOGSYNC_KAFKA_MAX_UNACKNOWLEDGED"] = "1000"
+	e.exec(usersDDL)
+	p := e.startRole("all")
+	ctx := context.Background()
+	conns := make([]*sql.Conn, 2) // a session with a prepared transaction can do nothing else until its outcome
+	for i := range conns {
+		var err error
+		if conns[i], err = e.sqldb.Conn(ctx); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	for _, step := range []struct {
+		conn int
+		q    string
+	}{
+		{0, "XA START 'big'"},
+		{0, "INSERT INTO users (id, name) SELECT seq, CONCAT('row ', seq) FROM seq_1_to_5000"},
+		{0, "XA END 'big'"}, {0, "XA PREPARE 'big'"},
+		{1, "XA START 'gone'"}, {1, "INSERT INTO users (id, name) VALUES (9000, 'rolled back')"},
+		{1, "XA END 'gone'"}, {1, "XA PREPARE 'gone'"}, {1, "XA ROLLBACK 'gone'"},
+		{0, "XA COMMIT 'big'"},
+	} {
+		if _, err := conns[step.conn].ExecContext(ctx, step.q); err != nil {
+			t.Fatalf("%s: %v", step.q, err)
+		}
+	}
+	e.waitSame("users", 60*time.Second, nil, "id")
+	if code := p.stop(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit code %d\n%s", code, tail(p.Log(), 3000))
 	}
 }

@@ -845,9 +845,14 @@ func TestIntegrationXATransactions(t *testing.T) {
 		"XA COMMIT 'c' ONE PHASE")
 	e.exec("INSERT INTO users (id, name) VALUES (5, 'marker')")
 	e.waitSame("users", 20*time.Second, nil, "id")
-	got, _ = e.snapshotRedis("users")
+	got, versions := e.snapshotRedis("users")
 	if got[e.db+":users:1"]["name"] != "xa a" || got[e.db+":users:100"]["name"] != "by a" || got[e.db+":users:2"] != nil {
 		t.Fatalf("after XA COMMIT a and XA ROLLBACK b: %v", got)
+	}
+	// Versioned where the server committed them: after the plain insert that came between prepare and commit
+	// (a reconciler snapshot there must not fence them out).
+	if v1, v3 := versions[e.db+":users:1"], versions[e.db+":users:3"]; len(v1) != len(v3) || v1 <= v3 {
+		t.Errorf("version of the XA-committed row %q is not after the plain insert's %q", v1, v3)
 	}
 	if n := p.metric(t, `binlogsync_binlog_events_total{kind="xa_outcome"}`); n < 2 {
 		t.Errorf("xa_outcome events = %v, want at least 2", n)

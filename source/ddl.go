@@ -187,7 +187,7 @@ func (t *schemaTracker) seen(file, pos uint32) bool {
 
 // rewind restores the schemas as they were at a boundary at file:pos (the stream resumes there): the DDL
 // statements after it are undone, to be applied again when read. file 0 (unknown) forgets every schema.
-func (t *schemaTracker) rewind(file, pos uint32) {
+func (t *schemaTracker) rewind(file, pos uint32) (lost bool) {
 	for len(t.undo) > 0 {
 		last := t.undo[len(t.undo)-1]
 		if file != 0 && (last.file < file || last.file == file && last.pos <= pos) {
@@ -198,6 +198,7 @@ func (t *schemaTracker) rewind(file, pos uint32) {
 	}
 	if file == 0 || file < t.evictedFile || file == t.evictedFile && pos < t.evictedPos {
 		// Unknown, or before a statement whose snapshot was dropped: the schemas there are lost.
+		lost = len(t.tables) > 0
 		clear(t.tables)
 		t.undo = nil
 		t.evictedFile, t.evictedPos = 0, 0
@@ -206,6 +207,7 @@ func (t *schemaTracker) rewind(file, pos uint32) {
 	if len(t.undo) > 0 {
 		t.appliedFile, t.appliedPos = t.undo[len(t.undo)-1].file, t.undo[len(t.undo)-1].pos
 	}
+	return lost
 }
 
 // apply applies a DDL query run with db as the current database, which ends at file:pos, to the tracked schemas,

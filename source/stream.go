@@ -279,9 +279,14 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 		s.schemas.dbCharset = s.dbCharset(ctx)
 	}
 	defer s.saveSchemas(context.WithoutCancel(ctx), true)
+	// A start that is not the stored checkpoint (a first start, an explicit position): XA transactions prepared
+	// before it were never read.
+	up := s.cfg.SchemasUpTo
+	fresh := up.File != start.File || up.Pos != start.Pos || up.GTIDSet != start.GTIDSet
 	for {
 		st, err := s.newStream(resume, out)
 		if err == nil {
+			st.fresh, fresh = fresh, false
 			err = st.run(ctx)
 			if st.published.File != "" || st.published.GTIDSet != "" {
 				resume = st.published
@@ -371,6 +376,8 @@ type stream struct {
 	eventTime  time.Time
 
 	xa xaState // XA transactions (xa.go)
+	// fresh is set on the first stream of a run that did not start from a checkpoint.
+	fresh bool
 }
 
 type tableState struct {
@@ -429,7 +436,12 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 	}
 	// The tracked schemas as they were at start (a reconnect may resume before DDL statements already applied).
 	startSeq, _ := change.FileSeq(start.File)
-	s.schemas.rewind(startSeq, start.Pos)
+	if s.schemas.rewind(startSeq, start.Pos) && startSeq != 0 {
+		s.log.Warn("the schemas followed across DDL do not reach back to the resume position (more DDL statements "+
+			"since it than are kept); tables without column names in the binlog are read from information_schema "+
+			"again, which is only right if no DDL changed them since; binlog_row_metadata=FULL avoids this",
+			slog.String("file", start.File), slog.Uint64("pos", uint64(start.Pos)))
+	}
 	st.syncer = replication.NewBinlogSyncer(bcfg)
 	if s.cfg.UseGTID && st.gset != nil {
 		st.bs, err = st.syncer.StartSyncGTID(st.gset.Clone())
@@ -660,7 +672,9 @@ func (st *stream) addGTID(e gtidNexter) error {
 func (st *stream) commit(ctx context.Context) error {
 	st.inTx, st.begun = false, false
 	if st.xa.open { // an XA transaction that ended without XA PREPARE (one phase): its rows are committed
-		st.xaUnpark()
+		if err := st.xaUnpark(ctx); err != nil {
+			return err
+		}
 	}
 	st.s.cfg.Metrics.Event("commit")
 	if st.s.schemas.dirty {
@@ -970,9 +984,12 @@ func (st *stream) rows(ctx context.Context, et replication.EventType, e *replica
 		st.seq++
 		c.Version = change.Version{Epoch: st.s.cfg.Epoch, File: st.txFile, Pos: st.txStart, Seq: st.seq}
 		n++
-		if st.xaKeep(c) {
+		if kept, err := st.xaKeep(ctx, c); err != nil {
+			return err
+		} else if kept {
 			continue
 		}
+		st.ensurePending() // an overflowing XA transaction may have handed the batch off
 		st.pending.Changes = append(st.pending.Changes, c)
 		if len(st.pending.Changes) >= st.s.cfg.BatchRows {
 			if err := st.flush(ctx, true); err != nil {

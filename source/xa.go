@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,9 +25,9 @@ import (
 // Rows parked with prepare-time versions are safe to apply later: the server holds the transaction's row locks
 // from prepare to commit, so no other transaction changes those rows in between.
 
-// xaParkLimit bounds the rows of one XA transaction held back until its outcome. A larger transaction is handed
-// out as it is read (as before its outcome was known); an XA ROLLBACK of it is then logged as drift for the
-// reconciler to repair.
+// xaParkLimit bounds the rows held back for all prepared XA transactions together. A transaction that would pass
+// it is handed out as it is read (as before its outcome is known); it is still tracked, so an XA ROLLBACK of it is
+// logged as drift for the reconciler to repair.
 const xaParkLimit = 100_000
 
 // xaFlagPrepared is MariaDB's Gtid_log_event flag FL_PREPARED_XA: the group is an XA transaction ending in
@@ -37,6 +38,8 @@ const xaFlagPrepared = 64
 type parkedXA struct {
 	xid     string
 	changes []change.Change
+	// early is set when the rows were handed out as read (xaParkLimit); changes is then empty.
+	early bool
 	// resume is the boundary before the transaction: a restart must read it again.
 	resume change.Position
 }
@@ -45,14 +48,13 @@ type parkedXA struct {
 type xaState struct {
 	// open is set while the current transaction is an XA transaction (XA START, or MariaDB's flag).
 	open bool
-	// overflow is set once the open transaction passed xaParkLimit rows: its rows are handed out as read.
+	// overflow is set once the open transaction passed xaParkLimit: its rows are handed out as read.
 	overflow bool
 	// changes are the open XA transaction's rows while it is not overflowing.
 	changes []change.Change
-	// parked are the prepared transactions in binlog order.
-	parked []parkedXA
-	// early names prepared transactions whose rows were handed out at prepare (overflow).
-	early map[string]bool
+	// parked are the prepared transactions in binlog order; parkedRows counts their rows.
+	parked     []parkedXA
+	parkedRows int
 	// lastCommit is the newest transaction boundary read, whatever is parked.
 	lastCommit change.Position
 }
@@ -65,51 +67,68 @@ func (st *stream) xaBegin() {
 
 // xaKeep takes a change of the open XA transaction. It returns false when the change goes to the pending batch
 // as usual (the transaction overflowed).
-func (st *stream) xaKeep(c change.Change) bool {
+func (st *stream) xaKeep(ctx context.Context, c change.Change) (bool, error) {
 	if !st.xa.open || st.xa.overflow {
-		return false
+		return false, nil
 	}
-	if len(st.xa.changes) < xaParkLimit {
+	if st.xa.parkedRows+len(st.xa.changes) < xaParkLimit {
 		st.xa.changes = append(st.xa.changes, c)
-		return true
+		return true, nil
 	}
 	st.xa.overflow = true
-	st.s.log.Warn("an XA transaction has more rows than are held back until its outcome; its rows are applied "+
-		"as read, and if it is rolled back they stay in Redis until the reconciler repairs them",
+	st.s.log.Warn("XA transactions hold more rows than are kept back until their outcome; this one's rows are "+
+		"applied as read, and if it is rolled back they stay in Redis until the reconciler repairs them",
 		slog.Int("limit", xaParkLimit), slog.String("file", st.file), slog.Uint64("pos", uint64(st.txStart)))
-	st.ensurePending()
-	st.pending.Changes = append(st.pending.Changes, st.xa.changes...)
+	held := st.xa.changes
 	st.xa.changes = nil
-	return false
+	return false, st.handOut(ctx, held)
 }
 
-// xaUnpark hands the open XA transaction's rows to the pending batch and ends it.
-func (st *stream) xaUnpark() {
-	if len(st.xa.changes) > 0 {
+// handOut appends held changes to the pending batch, handing batches off at BatchRows as rows() does (a batch
+// must fit the transports' windows).
+func (st *stream) handOut(ctx context.Context, changes []change.Change) error {
+	for len(changes) > 0 {
 		st.ensurePending()
-		st.pending.Changes = append(st.pending.Changes, st.xa.changes...)
+		n := min(len(changes), max(st.s.cfg.BatchRows-len(st.pending.Changes), 1))
+		st.pending.Changes = append(st.pending.Changes, changes[:n]...)
+		changes = changes[n:]
+		if len(st.pending.Changes) >= st.s.cfg.BatchRows {
+			if err := st.flush(ctx, true); err != nil {
+				return err
+			}
+		}
 	}
-	st.xa.open, st.xa.overflow, st.xa.changes = false, false, nil
+	return nil
 }
 
-// xaPrepared handles an XA_PREPARE_LOG_EVENT: the end of the prepared transaction's group.
+// xaUnpark hands the open XA transaction's rows out and ends it (a one-phase commit).
+func (st *stream) xaUnpark(ctx context.Context) error {
+	held := st.xa.changes
+	st.xa.open, st.xa.overflow, st.xa.changes = false, false, nil
+	return st.handOut(ctx, held)
+}
+
+// xaPrepared handles an XA_PREPARE_LOG_EVENT: the end of the prepared transaction's group, or, with one_phase
+// set (MySQL's XA COMMIT ... ONE PHASE), its commit.
 func (st *stream) xaPrepared(ctx context.Context, data []byte, endPos uint32) error {
-	xid, err := decodeXAPrepare(data)
+	xid, onePhase, err := decodeXAPrepare(data)
 	if err != nil {
 		return permanent(fmt.Errorf("decoding an XA PREPARE event at %s:%d: %w", st.file, st.pos, err))
 	}
 	st.s.cfg.Metrics.Event("xa_prepare")
-	if st.xa.overflow {
-		if st.xa.early == nil {
-			st.xa.early = map[string]bool{}
+	switch {
+	case onePhase:
+		if err := st.xaUnpark(ctx); err != nil {
+			return err
 		}
-		st.xa.early[xid] = true
-	} else if st.xa.open {
-		st.xa.parked = append(st.xa.parked, parkedXA{xid: xid, changes: st.xa.changes, resume: st.xa.lastCommit})
+	case st.xa.open:
+		p := parkedXA{xid: xid, changes: st.xa.changes, early: st.xa.overflow, resume: st.xa.lastCommit}
+		st.xa.parked = append(st.xa.parked, p)
+		st.xa.parkedRows += len(p.changes)
 		st.xa.changes = nil
 		st.s.cfg.Metrics.XAPrepared(len(st.xa.parked))
 		st.s.log.Debug("XA transaction prepared; its rows wait for its XA COMMIT", slog.String("xid", xid),
-			slog.Int("rows", len(st.xa.parked[len(st.xa.parked)-1].changes)))
+			slog.Int("rows", len(p.changes)), slog.Bool("applied_as_read", p.early))
 	}
 	st.xa.open, st.xa.overflow = false, false
 	st.setPos(endPos)
@@ -124,18 +143,24 @@ func (st *stream) xaOutcome(ctx context.Context, q string, endPos uint32) error 
 	}
 	switch {
 	case st.xa.open:
-		// XA COMMIT ... ONE PHASE: the open transaction's own rows.
+		// XA COMMIT ... ONE PHASE logged as a statement: the open transaction's own rows.
 		if commit {
-			st.xaUnpark()
+			if err := st.xaUnpark(ctx); err != nil {
+				return err
+			}
 		}
 	default:
+		if !st.inTx {
+			st.beginTx() // the outcome's own group: its position versions the rows it commits
+		}
 		xid, err := parseXID(strings.TrimSpace(q[len(keyword):]))
 		if err != nil {
-			st.s.log.Warn("an XA statement whose transaction cannot be named; its rows, if any, are not applied "+
-				"and the reconciler repairs them", slog.String("query", truncate(q, 200)), slog.String("error", err.Error()))
-			break
+			return permanent(fmt.Errorf("reading the XID of %q at %s:%d (binlogsync cannot tell which prepared "+
+				"transaction it ends; please report it): %w", truncate(q, 200), st.file, st.pos, err))
 		}
-		st.xaResolve(xid, commit, q)
+		if err := st.xaResolve(ctx, xid, commit, q); err != nil {
+			return err
+		}
 	}
 	st.s.cfg.Metrics.Event("xa_outcome")
 	st.xa.open, st.xa.overflow, st.xa.changes = false, false, nil
@@ -144,63 +169,73 @@ func (st *stream) xaOutcome(ctx context.Context, q string, endPos uint32) error 
 }
 
 // xaResolve hands out (commit) or drops the parked rows of transaction xid.
-func (st *stream) xaResolve(xid string, commit bool, q string) {
-	for i, p := range st.xa.parked {
-		if p.xid != xid {
-			continue
+func (st *stream) xaResolve(ctx context.Context, xid string, commit bool, q string) error {
+	i := slices.IndexFunc(st.xa.parked, func(p parkedXA) bool { return p.xid == xid })
+	if i < 0 {
+		// Prepared before the position this stream started from. After a checkpoint or a reconnect its rows
+		// went out when its outcome was read before; after a first start they were never read.
+		log := st.s.log.Debug
+		if st.fresh && commit {
+			log = st.s.log.Warn
 		}
-		if commit {
-			for i := range p.changes {
-				p.changes[i].CommitTime = st.eventTime // committed now; the version stays the prepare's
-			}
-			st.ensurePending()
-			st.pending.Changes = append(st.pending.Changes, p.changes...)
-		}
-		st.xa.parked = append(st.xa.parked[:i], st.xa.parked[i+1:]...)
-		st.s.cfg.Metrics.XAPrepared(len(st.xa.parked))
-		return
+		log("XA outcome of a transaction prepared before the start position: after a first start its rows were "+
+			"not read (run `reconciler run`); after a restart from a checkpoint they were applied then",
+			slog.String("xid", xid), slog.String("query", truncate(q, 200)))
+		return nil
 	}
+	p := st.xa.parked[i]
+	st.xa.parked = slices.Delete(st.xa.parked, i, i+1)
+	st.xa.parkedRows -= len(p.changes)
+	st.s.cfg.Metrics.XAPrepared(len(st.xa.parked))
 	switch {
-	case st.xa.early[xid]:
-		delete(st.xa.early, xid)
-		if !commit {
-			st.s.log.Warn("a large XA transaction was rolled back after its rows were applied: they stay in Redis "+
-				"until the reconciler repairs them (run `reconciler run`)", slog.String("xid", xid))
-		}
+	case p.early && !commit:
+		st.s.log.Warn("an XA transaction was rolled back after its rows were applied (it was too large to hold "+
+			"back): they stay in Redis until the reconciler repairs them (run `reconciler run`)", slog.String("xid", xid))
 	case commit:
-		st.s.log.Warn("XA COMMIT of a transaction prepared before the position binlogsync started from: its rows "+
-			"were not read; run `reconciler run` to load them", slog.String("xid", xid),
-			slog.String("query", truncate(q, 200)))
+		// Versioned at the commit, where the server committed them: a reconciler snapshot taken between prepare
+		// and commit does not hold them, so its repairs must not fence them out. The row locks held from
+		// prepare to commit mean no other transaction's change to these rows lies between the two.
+		for j := range p.changes {
+			c := &p.changes[j]
+			c.Version.File, c.Version.Pos = st.txFile, st.txStart
+			c.CommitTime = st.eventTime
+		}
+		return st.handOut(ctx, p.changes)
 	}
+	return nil
 }
 
 // boundaryNow is the boundary to hand out at the current position: the start of the oldest parked XA
 // transaction while any is parked.
 func (st *stream) boundaryNow(p change.Position) change.Position {
 	st.xa.lastCommit = p
-	if len(st.xa.parked) > 0 {
-		return st.xa.parked[0].resume
+	for _, x := range st.xa.parked {
+		if len(x.changes) > 0 || x.early { // one without rows (only excluded tables) has nothing to read again
+			return x.resume
+		}
 	}
 	return p
 }
 
 // decodeXAPrepare reads the XID of an XA_PREPARE_LOG_EVENT body (MySQL and MariaDB): one_phase (1 byte),
 // formatID (4), gtrid_length (4), bqual_length (4), then gtrid and bqual.
-func decodeXAPrepare(data []byte) (string, error) {
+func decodeXAPrepare(data []byte) (xid string, onePhase bool, err error) {
 	if len(data) < 13 {
-		return "", fmt.Errorf("event body of %d bytes is too short", len(data))
+		return "", false, fmt.Errorf("event body of %d bytes is too short", len(data))
 	}
-	format := int32(binary.LittleEndian.Uint32(data[1:]))
+	format := binary.LittleEndian.Uint32(data[1:])
 	gl := binary.LittleEndian.Uint32(data[5:])
 	bl := binary.LittleEndian.Uint32(data[9:])
 	if gl > 64 || bl > 64 || uint64(13+gl+bl) > uint64(len(data)) {
-		return "", fmt.Errorf("XID lengths %d and %d do not fit the event body of %d bytes", gl, bl, len(data))
+		return "", false, fmt.Errorf("XID lengths %d and %d do not fit the event body of %d bytes", gl, bl, len(data))
 	}
-	return xidKey(int64(format), data[13:13+gl], data[13+gl:13+gl+bl]), nil
+	return xidKey(format, data[13:13+gl], data[13+gl:13+gl+bl]), data[0] != 0, nil
 }
 
-func xidKey(format int64, gtrid, bqual []byte) string {
-	return strconv.FormatInt(format, 10) + ":" + hex.EncodeToString(gtrid) + ":" + hex.EncodeToString(bqual)
+// xidKey names an XID. The format id is the 4 bytes the server stores (a statement's larger or negative value
+// wraps as it does there).
+func xidKey(format uint32, gtrid, bqual []byte) string {
+	return strconv.FormatUint(uint64(format), 10) + ":" + hex.EncodeToString(gtrid) + ":" + hex.EncodeToString(bqual)
 }
 
 // parseXID parses the XID of an XA COMMIT or XA ROLLBACK statement as the binlog writes it
@@ -222,12 +257,12 @@ func parseXID(s string) (string, error) {
 			for end < len(s) && (s[end] >= '0' && s[end] <= '9' || end == 0 && s[end] == '-') {
 				end++
 			}
-			if format, err = strconv.ParseInt(s[:end], 10, 32); err != nil {
+			if format, err = strconv.ParseInt(s[:end], 10, 64); err != nil {
 				return "", fmt.Errorf("XID format id: %w", err)
 			}
 		}
 	}
-	return xidKey(format, gtrid, bqual), nil
+	return xidKey(uint32(format), gtrid, bqual), nil
 }
 
 // xidLiteral reads one string literal of an XID: X'hex', 0xhex or a quoted string; it returns the rest.

@@ -11,7 +11,7 @@ func TestParseXID(t *testing.T) {
 		{"X'7831',X'',1 ONE PHASE", "1:7831:"},   // one-phase commit
 		{"'x1'", "1:7831:"},                      // as a client writes it: bqual '' and format 1 by default
 		{"'b', 'q', 7", "7:62:71"},               // all three parts
-		{"0x6263,0x,-3", "-3:6263:"},             // hex literals, negative format id
+		{"0x6263,0x,-3", "4294967293:6263:"},     // hex literals, negative format id
 		{`'it''s', "a\"b"`, "1:69742773:612262"}, // doubled and escaped quotes
 	} {
 		got, err := parseXID(c.in)
@@ -33,16 +33,30 @@ func TestDecodeXAPrepare(t *testing.T) {
 	binary.LittleEndian.PutUint32(body[5:], 1)
 	binary.LittleEndian.PutUint32(body[9:], 1)
 	body = append(body, 'b', 'q')
-	got, err := decodeXAPrepare(body)
-	if err != nil {
-		t.Fatal(err)
+	got, onePhase, err := decodeXAPrepare(body)
+	if err != nil || onePhase {
+		t.Fatal(err, onePhase)
 	}
 	want, _ := parseXID("'b', 'q', 7")
 	if got != want {
 		t.Errorf("prepare event XID %q, the statement's %q: XA COMMIT would not find the parked rows", got, want)
 	}
+	// MySQL logs XA COMMIT ... ONE PHASE as an XA_PREPARE event with one_phase set.
+	body[0] = 1
+	if _, onePhase, _ := decodeXAPrepare(body); !onePhase {
+		t.Errorf("one_phase not read")
+	}
+	// The server keeps 4 bytes of the format id: a statement's 3000000000 or -1 is stored wrapped.
+	for _, format := range []string{"3000000000", "-1294967296"} {
+		binary.LittleEndian.PutUint32(body[1:], 3000000000)
+		got, _, _ := decodeXAPrepare(body)
+		want, err := parseXID("'b', 'q', " + format)
+		if err != nil || got != want {
+			t.Errorf("format id %s: event %q, statement %q (%v)", format, got, want, err)
+		}
+	}
 	for _, bad := range [][]byte{body[:12], body[:14]} {
-		if _, err := decodeXAPrepare(bad); err == nil {
+		if _, _, err := decodeXAPrepare(bad); err == nil {
 			t.Errorf("decodeXAPrepare(%x) succeeded on a truncated body", bad)
 		}
 	}
