@@ -443,3 +443,19 @@ func vmHWM(pid int) int64 {
 	}
 	return 0
 }
+
+// sessions opens n connections of their own to the test database (XA statements are per session), closed when
+// the test ends.
+func (e *env) sessions(ctx context.Context, n int) []*sql.Conn {
+	e.t.Helper()
+	conns := make([]*sql.Conn, n)
+	for i := range conns {
+		c, err := e.sqldb.Conn(ctx)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		e.t.Cleanup(func() { c.Close() })
+		conns[i] = c
+	}
+	return conns
+}

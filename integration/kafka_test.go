@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -412,14 +411,7 @@ func TestKafkaXATransactions(t *testing.T) {
 	e.exec(usersDDL)
 	p := e.startRole("all")
 	ctx := context.Background()
-	conns := make([]*sql.Conn, 2) // a session with a prepared transaction can do nothing else until its outcome
-	for i := range conns {
-		var err error
-		if conns[i], err = e.sqldb.Conn(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer conns[i].Close()
-	}
+	conns := e.sessions(ctx, 2) // a session with a prepared transaction can do nothing else until its outcome
 	for _, step := range []struct {
 		conn int
 		q    string

@@ -219,13 +219,7 @@ func TestIntegrationMySQL8(t *testing.T) {
 
 	// XA: MySQL logs XA START, the rows, XA END and an XA_PREPARE event, and the outcome later in its own group.
 	ctx := context.Background()
-	conns := make([]*sql.Conn, 2)
-	for i := range conns {
-		if conns[i], err = e.sqldb.Conn(ctx); err != nil {
-			t.Fatal(err)
-		}
-		defer conns[i].Close()
-	}
+	conns := e.sessions(ctx, 2)
 	for _, step := range []struct {
 		conn int
 		q    string

@@ -809,15 +809,7 @@ func TestIntegrationXATransactions(t *testing.T) {
 			}
 		}
 	}
-	conns := make([]*sql.Conn, 3)
-	for i := range conns {
-		c, err := e.sqldb.Conn(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
-	}
+	conns := e.sessions(ctx, 3)
 	run(conns[0], "XA START 'a'", "INSERT INTO users (id, name) VALUES (1, 'xa a')",
 		"UPDATE users SET name = 'by a' WHERE id = 100", "XA END 'a'", "XA PREPARE 'a'")
 	run(conns[1], "XA START 'b', 'q', 7", "INSERT INTO users (id, name) VALUES (2, 'xa b')",
