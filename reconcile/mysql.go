@@ -141,9 +141,10 @@ type snapshot struct {
 	settle change.Position
 }
 
-// begin opens a consistent snapshot on cn. On MariaDB, binlog_snapshot_file/position name the view exactly. On
-// MySQL the current position is read before and after START TRANSACTION WITH CONSISTENT SNAPSHOT: the first is a
-// lower bound (the version), the second an upper bound (the settle position).
+// begin opens a consistent snapshot on cn. MariaDB (and Percona Server) name the view's binlog position exactly:
+// binlog_snapshot_file/position. Elsewhere (Oracle MySQL) the current position is read before and after START
+// TRANSACTION WITH CONSISTENT SNAPSHOT: the first is a lower bound (the version), the second an upper bound (the
+// settle position).
 func (cn *conn) begin(ctx context.Context, sdb *sql.DB, flavor string, epoch uint16) (snapshot, error) {
 	var before change.Position
 	if flavor != "mariadb" {
@@ -157,30 +158,30 @@ func (cn *conn) begin(ctx context.Context, sdb *sql.DB, flavor string, epoch uin
 		return snapshot{}, fmt.Errorf("starting a consistent snapshot: %w", err)
 	}
 	var s snapshot
-	if flavor == "mariadb" {
-		rows, err := cn.query(ctx, "SHOW STATUS LIKE 'binlog_snapshot_%'")
-		if err != nil {
-			return snapshot{}, fmt.Errorf("reading the snapshot's binlog position: %w", err)
-		}
-		for _, r := range rows {
-			switch string(r[0]) {
-			case "Binlog_snapshot_file":
-				s.pos.File = string(r[1])
-			case "Binlog_snapshot_position":
-				p, err := strconv.ParseUint(string(r[1]), 10, 32)
-				if err != nil {
-					return snapshot{}, fmt.Errorf("reading the snapshot's binlog position: %q: %w", r[1], err)
-				}
-				s.pos.Pos = uint32(p)
+	rows, err := cn.query(ctx, "SHOW STATUS LIKE 'binlog_snapshot_%'")
+	if err != nil {
+		return snapshot{}, fmt.Errorf("reading the snapshot's binlog position: %w", err)
+	}
+	for _, r := range rows {
+		switch string(r[0]) {
+		case "Binlog_snapshot_file":
+			s.pos.File = string(r[1])
+		case "Binlog_snapshot_position":
+			p, err := strconv.ParseUint(string(r[1]), 10, 32)
+			if err != nil {
+				return snapshot{}, fmt.Errorf("reading the snapshot's binlog position: %q: %w", r[1], err)
 			}
+			s.pos.Pos = uint32(p)
 		}
-		if s.pos.File == "" {
-			return snapshot{}, errors.New("reading the snapshot's binlog position: the server writes no binlog; " +
-				"start it with log_bin")
-		}
+	}
+	switch {
+	case s.pos.File != "":
 		s.pos.Flavor = flavor
 		s.settle = s.pos
-	} else {
+	case flavor == "mariadb":
+		return snapshot{}, errors.New("reading the snapshot's binlog position: the server writes no binlog; " +
+			"start it with log_bin")
+	default:
 		after, err := source.CurrentPosition(ctx, sdb, flavor)
 		if err != nil {
 			return snapshot{}, err
