@@ -128,14 +128,15 @@ func Preflight(ctx context.Context, db *sql.DB, opts PreflightOptions) ([]Proble
 	return problems, nil
 }
 
-// checkKeys finds the selected tables without a primary key. Without configured key columns such a table is
+// checkKeys finds the selected tables without a primary key (from STATISTICS, as the stream reads keys:
+// MariaDB shows TABLE_CONSTRAINTS to a user with only SELECT empty). Without configured key columns such a table is
 // skipped (a warning); configured key columns must be exactly the columns of a unique key, all NOT NULL, or two
 // rows could share a Redis key (fatal).
 func checkKeys(ctx context.Context, db *sql.DB, opts PreflightOptions) []Problem {
 	rows, err := queryStrings(ctx, db, `SELECT t.TABLE_SCHEMA, t.TABLE_NAME FROM information_schema.TABLES t
 		WHERE t.TABLE_TYPE = 'BASE TABLE' AND t.TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
-		AND NOT EXISTS (SELECT 1 FROM information_schema.TABLE_CONSTRAINTS c WHERE c.TABLE_SCHEMA = t.TABLE_SCHEMA
-			AND c.TABLE_NAME = t.TABLE_NAME AND c.CONSTRAINT_TYPE = 'PRIMARY KEY')
+		AND NOT EXISTS (SELECT 1 FROM information_schema.STATISTICS s WHERE s.TABLE_SCHEMA = t.TABLE_SCHEMA
+			AND s.TABLE_NAME = t.TABLE_NAME AND s.INDEX_NAME = 'PRIMARY')
 		ORDER BY 1, 2`)
 	if err != nil {
 		return []Problem{{Setting: "the primary-key check", Found: "not possible (" + err.Error() + ")",
