@@ -676,6 +676,18 @@ func typeValue(r *rand.Rand, col string) any {
 		return randBytes(r, 20)
 	case col == "c_blob":
 		return randBytes(r, 3000)
+	case col == "c_char_u16":
+		return randText(r, utf8Alphabet, 6)
+	case col == "c_varchar_u32", col == "c_varchar_le":
+		return randText(r, utf8Alphabet, 20)
+	case col == "c_text_ucs2":
+		return randText(r, bmpAlphabet, 100)
+	case col == "c_varchar_cp":
+		return randText(r, cp1251Alphabet, 20)
+	case col == "c_char_l2":
+		return randText(r, latin2Alphabet, 6)
+	case col == "c_enum_cp":
+		return []string{"а", "б", "x"}[r.Intn(3)]
 	case col == "c_enum":
 		return []string{"a", "b c", "é"}[r.Intn(3)]
 	case col == "c_set":
@@ -698,6 +710,9 @@ func typeValue(r *rand.Rand, col string) any {
 var (
 	utf8Alphabet   = []rune("abcXYZ019 _-'\"\\\t\né€ÿ😀👍🏽中\x00")
 	latin1Alphabet = []rune("abcXYZ019 _-'\"\\éÿ€Ÿ")
+	bmpAlphabet    = []rune("abc 019_'\\éĠΩж中€\x00")
+	cp1251Alphabet = []rune("abc 019_'абвЖЁё№€")
+	latin2Alphabet = []rune("abc 019_'ŁźŻąęß")
 )
 
 func randText(r *rand.Rand, alphabet []rune, max int) string {

@@ -45,6 +45,10 @@ func allTypesDDL() string {
 		"c_enum ENUM('a','b c','é')", "c_set SET('x','y','é')",
 		"c_bit1 BIT(1)", "c_bit64 BIT(64)",
 		"c_json JSON",
+		"c_char_u16 CHAR(6) CHARACTER SET utf16", "c_varchar_u32 VARCHAR(20) CHARACTER SET utf32",
+		"c_text_ucs2 TEXT CHARACTER SET ucs2", "c_varchar_le VARCHAR(20) CHARACTER SET utf16le",
+		"c_varchar_cp VARCHAR(20) CHARACTER SET cp1251", "c_char_l2 CHAR(6) CHARACTER SET latin2",
+		"c_enum_cp ENUM('а','б','x') CHARACTER SET cp1251",
 		"c_gen_s VARCHAR(60) AS (CONCAT(c_varchar, '!')) STORED",
 		"c_gen_v BIGINT AS (c_int * 2) VIRTUAL",
 	)
@@ -88,6 +92,7 @@ func allTypesRows() []map[string]string {
 			"c_float": "0", "c_double": "0", "c_date": "'0000-00-00'", "c_year": "0",
 			"c_char": "''", "c_char_l": "''", "c_varchar": "''", "c_varchar_l": "''", "c_text": "''", "c_text_l": "''",
 			"c_binary": "''", "c_varbinary": "''", "c_blob": "''", "c_enum": "''", "c_set": "''", "c_json": "'{}'",
+			"c_char_u16": "''", "c_varchar_u32": "''", "c_text_ucs2": "''", "c_varchar_cp": "''", "c_char_l2": "''",
 		}, "'0000-00-00 00:00:00'", "'0000-00-00 00:00:00'", "'00:00:00'"),
 		{"id": "4"}, // all NULL
 		temporal(map[string]string{ // text, bytes, odd times
@@ -97,7 +102,9 @@ func allTypesRows() []map[string]string {
 			"c_varchar_l": "'latin1 é € Ÿ'", "c_text": "'tab\\tnewline\\n😀'", "c_text_l": "'ÿé€'",
 			"c_binary": "X'00FF'", "c_varbinary": "X'00FF00'", "c_blob": "CONCAT(X'00', REPEAT(X'FF', 3000), X'00')",
 			"c_enum": "'é'", "c_set": "'é,x'", "c_bit1": "1", "c_bit64": "9223372036854775808",
-			"c_json": `'{"k": "é😀", "a" : [1,2.5e0], "n": null, "esc": "q\\"b"}'`,
+			"c_json":     `'{"k": "é😀", "a" : [1,2.5e0], "n": null, "esc": "q\\"b"}'`,
+			"c_char_u16": "'é😀Ġ  '", "c_varchar_u32": "'ж😀 '", "c_text_ucs2": "'Ωé Ġ'", "c_varchar_le": "'é😀Ġ'",
+			"c_varchar_cp": "'Привет № x'", "c_char_l2": "'ŁźŻ  '", "c_enum_cp": "'б'",
 		}, "'2024-02-29 12:34:56.123456'", "'2024-02-29 00:00:00.5'", "'-00:00:00.5'"),
 		temporal(map[string]string{
 			"id": "6", "c_int": "6", "c_varchar": "'six'", "c_float": "16777217", "c_double": "0.1",
@@ -170,6 +177,14 @@ func TestIntegrationEveryTypeRoundTrips(t *testing.T) {
 			{"5", "c_binary", ""}, // became NULL
 			{"5", "c_char", "é😀"},
 			{"5", "c_char_l", "é€ x"},
+			{"5", "c_char_u16", "é😀Ġ"}, // Ġ is 0x0120 in UTF-16: its 0x20 byte is no space
+			{"5", "c_varchar_u32", "ж😀 "},
+			{"5", "c_text_ucs2", "Ωé Ġ"},
+			{"5", "c_varchar_le", "é😀Ġ"},
+			{"5", "c_varchar_cp", "Привет № x"},
+			{"5", "c_char_l2", "ŁźŻ"},
+			{"5", "c_enum_cp", "б"},
+			{"3", "c_char_u16", ""},
 			{"5", "c_varbinary", "\x00\xff\x00"},
 			{"5", "c_dec2", "12.50"},
 			{"4", "c_varchar", "was null"},

@@ -257,6 +257,11 @@ func (c *Column) appendString(dst []byte, v any) ([]byte, bool, error) {
 		return dst, false, nil
 	}
 	// SELECT strips the trailing spaces of CHAR (unless PAD_CHAR_TO_FULL_LENGTH).
+	if wideCharset(c.Charset) {
+		from := len(dst)
+		dst, _, err := appendChars(c, dst, s)
+		return trimSpaces(dst, from), false, err
+	}
 	end := len(s)
 	for end > 0 && s[end-1] == ' ' {
 		end--
@@ -271,6 +276,9 @@ func appendChars[T string | []byte](c *Column, dst []byte, s T) ([]byte, bool, e
 		return append(dst, s...), false, nil
 	case "latin1":
 		return appendLatin1(dst, s), false, nil
+	}
+	if out, ok := appendConverted(dst, s, c.Charset); ok {
+		return out, false, nil
 	}
 	return dst, false, fmt.Errorf("rendering column %s: unsupported character set %q", c.Name, c.Charset)
 }

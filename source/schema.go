@@ -293,7 +293,7 @@ func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols 
 				return nil, nil, fmt.Errorf("resolving columns of %s: the character set of column %s is unknown; set binlog_row_metadata=FULL on the server", name, c.Name)
 			}
 			if !supportedCharset(c.Charset) {
-				return nil, nil, fmt.Errorf("resolving columns of %s: column %s has character set %s; supported are utf8mb4, utf8mb3, latin1, ascii and binary", name, c.Name, c.Charset)
+				return nil, nil, fmt.Errorf("resolving columns of %s: column %s has character set %s, which binlogsync cannot convert to UTF-8 (the multi-byte Asian sets); convert the column to utf8mb4 (ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out with tables.exclude", name, c.Name, c.Charset)
 			}
 		}
 
@@ -335,12 +335,13 @@ func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols 
 }
 
 func labelsToUTF8(labels []string, charset string) []string {
-	if charset != "latin1" {
-		return labels
-	}
 	out := make([]string, len(labels))
 	for i, l := range labels {
-		out[i] = string(appendLatin1(nil, l))
+		b, ok := appendConverted(nil, l, charset)
+		if !ok {
+			return labels // UTF-8, or a set reported when the column is resolved
+		}
+		out[i] = string(b)
 	}
 	return out
 }
@@ -428,16 +429,9 @@ func normalizeCharset(cs string) string {
 	return cs
 }
 
-func supportedCharset(cs string) bool {
-	switch cs {
-	case "utf8mb4", "utf8mb3", "latin1", "ascii", "binary":
-		return true
-	}
-	return false
-}
 
 // collationCharset maps a collation id of MySQL 5.7/8.x or MariaDB 10.x/11.x
-// to its character set, for the supported character sets; other ids give "".
+// to its character set; unknown ids give "".
 func collationCharset(id uint64) string {
 	switch {
 	case id == 63:
@@ -455,6 +449,9 @@ func collationCharset(id uint64) string {
 		(id >= 608 && id <= 610) || id == 1069 || id == 1070 || (id >= 1248 && id <= 1279) ||
 		(id >= 2304 && id <= 2559):
 		return "utf8mb4"
+	}
+	if id <= 0xFFFF {
+		return otherCollations[uint16(id)]
 	}
 	return ""
 }

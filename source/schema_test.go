@@ -68,8 +68,8 @@ func TestResolveColumnsRefusesMisalignedSchema(t *testing.T) {
 			s.Columns[0].DataType = "uuid"
 		}, "unsupported data type uuid"},
 		"unsupported charset": {func(s *TableSchema) {
-			s.Columns[1].Charset = "utf16"
-		}, "column name has character set utf16"},
+			s.Columns[1].Charset = "big5"
+		}, "column name has character set big5"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var s *TableSchema
@@ -131,8 +131,17 @@ func TestResolveColumnsFromFullTableMap(t *testing.T) {
 	}
 
 	tm.DefaultCharset = []uint64{45, 0, 35} // v is ucs2_general_ci
-	if _, _, err := ResolveColumns(tm, nil); err == nil || !strings.Contains(err.Error(), "collation id 35") {
-		t.Errorf("ucs2 column: %v, want an error naming collation id 35", err)
+	if cols, _, err := ResolveColumns(tm, nil); err != nil || cols[2].Charset != "ucs2" {
+		t.Errorf("ucs2 column: %v, %+v", err, cols)
+	}
+	tm.DefaultCharset = []uint64{45, 0, 28} // v is gbk_chinese_ci
+	if _, _, err := ResolveColumns(tm, nil); err == nil || !strings.Contains(err.Error(), "character set gbk") ||
+		!strings.Contains(err.Error(), "CONVERT TO CHARACTER SET utf8mb4") {
+		t.Errorf("gbk column: %v, want an error naming gbk and the fix", err)
+	}
+	tm.DefaultCharset = []uint64{45, 0, 4000}
+	if _, _, err := ResolveColumns(tm, nil); err == nil || !strings.Contains(err.Error(), "collation id 4000") {
+		t.Errorf("unknown collation: %v, want an error naming collation id 4000", err)
 	}
 }
 
