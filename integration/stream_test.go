@@ -474,6 +474,16 @@ func TestIntegrationCheckFlag(t *testing.T) {
 	if !strings.Contains(p.Log(), "all checks passed") {
 		t.Fatalf("--check should say the checks passed:\n%s", p.Log())
 	}
+	// A column the source cannot convert to UTF-8 is named, with the fix.
+	e.exec("CREATE TABLE cjk (id INT PRIMARY KEY, name VARCHAR(10) CHARACTER SET gbk)")
+	p = e.spawn("--config", "../config.example.yaml", "--check")
+	if code := p.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("--check with a gbk column exited %d, want 0 (a warning):\n%s", code, p.Log())
+	}
+	if !strings.Contains(p.Log(), "column "+e.db+".cjk.name is in character set gbk") ||
+		!strings.Contains(p.Log(), "CONVERT TO CHARACTER SET utf8mb4") {
+		t.Fatalf("--check should name the gbk column and the fix:\n%s", p.Log())
+	}
 	// A server with STATEMENT binlogs fails the check with the fix named.
 	bad := testenv.NewMariaDB(t, testenv.MariaDBOptions{ExtraArgs: []string{"--binlog-format=STATEMENT"}})
 	e2 := newEnv(t, bad, e.rd)

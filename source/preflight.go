@@ -124,8 +124,30 @@ func Preflight(ctx context.Context, db *sql.DB, opts PreflightOptions) ([]Proble
 	problems = append(problems, p...)
 	if opts.Selected != nil {
 		problems = append(problems, checkKeys(ctx, db, opts)...)
+		problems = append(problems, checkCharsets(ctx, db, opts)...)
 	}
 	return problems, nil
+}
+
+// checkCharsets finds the columns of selected tables in a character set the source cannot convert to UTF-8 (the
+// first row event of such a table stops the stream).
+func checkCharsets(ctx context.Context, db *sql.DB, opts PreflightOptions) []Problem {
+	rows, err := queryStrings(ctx, db, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME
+		FROM information_schema.COLUMNS WHERE CHARACTER_SET_NAME IS NOT NULL
+		AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2, 3`)
+	if err != nil {
+		return nil // the stream reports such a column when it meets it
+	}
+	var out []Problem
+	for _, r := range rows {
+		if cs := normalizeCharset(r[3]); !supportedCharset(cs) && opts.Selected(r[0], r[1]) {
+			out = append(out, Problem{Setting: "column " + r[0] + "." + r[1] + "." + r[2],
+				Found: "in character set " + cs + ", which binlogsync cannot convert to UTF-8",
+				Fix: "the stream stops at the table's first change; convert the column to utf8mb4 " +
+					"(ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out with tables.exclude"})
+		}
+	}
+	return out
 }
 
 // checkKeys finds the selected tables without a primary key (from STATISTICS, as the stream reads keys:
