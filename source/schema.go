@@ -429,7 +429,6 @@ func normalizeCharset(cs string) string {
 	return cs
 }
 
-
 // collationCharset maps a collation id of MySQL 5.7/8.x or MariaDB 10.x/11.x
 // to its character set; unknown ids give "".
 func collationCharset(id uint64) string {
