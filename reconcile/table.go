@@ -151,6 +151,8 @@ func describe(sc source.SchemaColumn, field string) column {
 		c.kind = kindFloat
 	case "double", "real", "double precision":
 		c.kind = kindDouble
+	case "uuid", "inet4", "inet6": // MariaDB's types: SELECT prints text, CAST(col AS BINARY) the stored bytes
+		c.kind = kindText
 	default:
 		if sc.Charset != "" && sc.Charset != "binary" {
 			c.kind = kindText

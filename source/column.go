@@ -54,6 +54,12 @@ type Column struct {
 	Charset string
 	// EnumValues and SetValues are the labels of an ENUM or SET column, in UTF-8.
 	EnumValues, SetValues []string
+	// ZeroFill is the width a ZEROFILL integer or DECIMAL column is padded to with leading zeros (from the schema;
+	// the binlog does not say), and 0 for other columns.
+	ZeroFill int
+	// TextType is "uuid", "inet4" or "inet6" for MariaDB's columns of those types (from the schema: the binlog
+	// carries them as BINARY), whose SELECT prints their text form; empty for other columns.
+	TextType string
 	// Generated is "VIRTUAL" or "STORED" for a generated column when the schema
 	// was consulted, and empty otherwise. Both kinds are logged with their
 	// values in FULL row images (MariaDB and MySQL), so they render like any
@@ -109,6 +115,14 @@ func (c *Column) AppendValue(dst []byte, v any) (out []byte, null bool, err erro
 	if v == nil {
 		return dst, true, nil
 	}
+	if c.ZeroFill != 0 || c.TextType != "" {
+		return c.appendSpecial(dst, v)
+	}
+	return c.appendValue(dst, v)
+}
+
+// appendValue is AppendValue of a column without ZEROFILL or a text type.
+func (c *Column) appendValue(dst []byte, v any) (out []byte, null bool, err error) {
 	switch c.Type {
 	case mysql.MYSQL_TYPE_TINY, mysql.MYSQL_TYPE_SHORT, mysql.MYSQL_TYPE_INT24,
 		mysql.MYSQL_TYPE_LONG, mysql.MYSQL_TYPE_LONGLONG:

@@ -255,6 +255,11 @@ func ResolveColumns(tm *replication.TableMapEvent, fallback *TableSchema) (cols 
 				return nil, nil, fmt.Errorf("cannot determine column names of %s: column %d (%s): %w; the schema no longer matches the binlog, set binlog_row_metadata=FULL on the server", name, i+1, sc.Name, err)
 			}
 			c.Generated = sc.Generated
+			c.ZeroFill = zeroFillWidth(sc)
+			switch sc.DataType {
+			case "uuid", "inet4", "inet6":
+				c.TextType = sc.DataType
+			}
 		}
 		if hasNames {
 			c.Name = string(tm.ColumnName[i])
@@ -381,7 +386,7 @@ func checkCompatible(c *Column, sc *SchemaColumn) error {
 		want = []byte{mysql.MYSQL_TYPE_DATETIME, mysql.MYSQL_TYPE_DATETIME2}
 	case "timestamp":
 		want = []byte{mysql.MYSQL_TYPE_TIMESTAMP, mysql.MYSQL_TYPE_TIMESTAMP2}
-	case "char", "binary":
+	case "char", "binary", "uuid", "inet4", "inet6":
 		want = []byte{mysql.MYSQL_TYPE_STRING}
 	case "enum":
 		want = []byte{mysql.MYSQL_TYPE_ENUM}

@@ -65,8 +65,8 @@ func TestResolveColumnsRefusesMisalignedSchema(t *testing.T) {
 			s.Columns[2].Scale, s.Columns[2].ColumnType = 3, "decimal(10,3)"
 		}, "column 3 (price): the schema says decimal(10,3) but the table map has decimal(10,2)"},
 		"unknown type": {func(s *TableSchema) {
-			s.Columns[0].DataType = "uuid"
-		}, "unsupported data type uuid"},
+			s.Columns[0].DataType = "vector2"
+		}, "unsupported data type vector2"},
 		"unsupported charset": {func(s *TableSchema) {
 			s.Columns[1].Charset = "big5"
 		}, "column name has character set big5"},

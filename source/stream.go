@@ -801,6 +801,15 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 			}
 			st.s.schemas.putAt(fallback, st.txFile, st.txStart)
 		}
+	} else if fallback = st.s.schemas.get(db, name); fallback == nil {
+		// The table map names every column, but not ZEROFILL or MariaDB's UUID/INET types: the schema adds
+		// them where it still describes the same columns (ResolveColumns checks).
+		var err error
+		if fallback, err = LoadTableSchema(ctx, st.s.db, db, name); err != nil {
+			st.s.log.Debug("reading the schema for ZEROFILL and UUID/INET columns failed; rendering without it",
+				slog.String("table", db+"."+name), slog.String("error", err.Error()))
+			fallback = nil
+		}
 	}
 	var rule *ColumnRule
 	if st.s.cfg.Columns != nil {
