@@ -378,6 +378,23 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 				slog.Uint64("epoch", uint64(p.Epoch)))
 		}
 	}
+	if !useGTID(cfg, p) {
+		ok, err := source.BinlogAvailable(ctx, db, p.File)
+		if err != nil {
+			return p, false, stored, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
+		}
+		if !ok && !explicit.IsZero() {
+			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: the start position given explicitly, %s:%d, "+
+				"names a binlog the server does not have (SHOW BINARY LOGS lists those it has); the checkpoint is "+
+				"left as it was", source.ErrBinlogGone, p.File, p.Pos))
+		}
+		if !ok {
+			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
+				"server). Changes since then cannot be streamed. Recover by reloading Redis from MySQL: run "+
+				"`reconciler run --config FILE` (bootstrap), or delete the checkpoint (%s) and restart after a "+
+				"full reload; see docs/runbook.md", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
+		}
+	}
 	p.ServerUUID = identity
 	if !found || !explicit.IsZero() || p.Epoch != saved.Epoch {
 		// Store where we start before anything streams: a crash before the
@@ -385,18 +402,6 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		// server's current position is by then (that would skip changes).
 		if err := store.Save(ctx, p); err != nil {
 			return p, false, stored, exitErr(ExitRuntime, fmt.Errorf("storing the start position as the checkpoint: %w", err))
-		}
-	}
-	if !useGTID(cfg, p) {
-		ok, err := source.BinlogAvailable(ctx, db, p.File)
-		if err != nil {
-			return p, false, stored, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
-		}
-		if !ok {
-			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
-				"server). Changes since then cannot be streamed. Recover by reloading Redis from MySQL: run "+
-				"`reconciler run --config FILE` (bootstrap), or delete the checkpoint (%s) and restart after a "+
-				"full reload; see docs/runbook.md", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
 		}
 	}
 	return p, gtidComplete, stored, nil

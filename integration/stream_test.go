@@ -329,10 +329,18 @@ func TestIntegrationBinlogGone(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	// A start file the server does not have (a typo) is refused before it replaces the checkpoint.
+	p = e.spawn("--config", "../config.example.yaml", "--start-file", "nosuch-bin.000099")
+	if code := p.wait(t, 30*time.Second); code != 4 || !strings.Contains(p.Log(), "names a binlog the server does not have") {
+		t.Fatalf("a missing --start-file: exit %d, want 4 with the file named\n%s", code, p.Log())
+	}
 	p = e.spawn("--config", "../config.example.yaml")
 	code := p.wait(t, 30*time.Second)
 	if code != 4 {
 		t.Fatalf("exit code = %d, want 4 (binlog gone)\n%s", code, p.Log())
+	}
+	if strings.Contains(p.Log(), "nosuch-bin") {
+		t.Fatalf("the refused --start-file replaced the checkpoint:\n%s", p.Log())
 	}
 	for _, want := range []string{"is not in SHOW BINARY LOGS", "reconciler run", "docs/runbook.md"} {
 		if !strings.Contains(p.Log(), want) {
