@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -588,12 +589,12 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 			clear(st.tables)
 			st.s.cfg.Metrics.Event("ddl")
 			st.s.log.Info("DDL in the binlog", slog.String("schema", string(e.Schema)),
-				slog.String("query", truncate(q, 200)), slog.String("file", st.file), slog.Uint64("pos", uint64(endPos)))
+				slog.String("query", logQuery(q)), slog.String("file", st.file), slog.Uint64("pos", uint64(endPos)))
 			if !st.s.schemas.seen(st.fileSeq, endPos) {
 				if forgot := st.s.schemas.apply(string(e.Schema), q, st.fileSeq, endPos); forgot != nil {
 					st.s.log.Warn("a DDL statement the source cannot follow: the schemas of these tables are read "+
 						"from information_schema again, which is only right if no later DDL changed them; "+
-						"binlog_row_metadata=FULL avoids this", slog.Any("tables", forgot), slog.String("query", truncate(q, 200)))
+						"binlog_row_metadata=FULL avoids this", slog.Any("tables", forgot), slog.String("query", logQuery(q)))
 				}
 				// Saved before the statement's boundary can reach a checkpoint: a restart after it must not
 				// take the schemas from before it.
@@ -1063,6 +1064,19 @@ func (a *arena) row(n int) change.Row {
 		a.buf = make([]byte, 0, min(max(2*cap(a.buf), 1024), arenaChunk))
 	}
 	return change.Row(r)
+}
+
+// secretStatement matches the statements that can carry a password (CREATE/ALTER USER ... IDENTIFIED BY, SET
+// PASSWORD, GRANT ... IDENTIFIED BY, CHANGE MASTER ... MASTER_PASSWORD, CREATE/ALTER SERVER ... PASSWORD).
+var secretStatement = regexp.MustCompile(`(?is)^\s*(?:/\*.*?\*/\s*)*(CREATE\s+(?:OR\s+REPLACE\s+)?USER|ALTER\s+USER|` +
+	`SET\s+PASSWORD|GRANT|CHANGE\s+MASTER|CHANGE\s+REPLICATION|CREATE\s+(?:OR\s+REPLACE\s+)?SERVER|ALTER\s+SERVER)\b`)
+
+// logQuery is a statement as it may be logged: the first 200 bytes, or only its kind when it can carry a password.
+func logQuery(q string) string {
+	if m := secretStatement.FindStringSubmatch(q); m != nil {
+		return strings.ToUpper(strings.Join(strings.Fields(m[1]), " ")) + " ... (the rest is not logged: it may hold a password)"
+	}
+	return truncate(q, 200)
 }
 
 func truncate(s string, n int) string {

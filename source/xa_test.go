@@ -2,6 +2,7 @@ package source
 
 import (
 	"encoding/binary"
+	"strings"
 	"testing"
 )
 
@@ -59,5 +60,23 @@ func TestDecodeXAPrepare(t *testing.T) {
 		if _, _, err := decodeXAPrepare(bad); err == nil {
 			t.Errorf("decodeXAPrepare(%x) succeeded on a truncated body", bad)
 		}
+	}
+}
+
+func TestLogQueryHidesPasswords(t *testing.T) {
+	for _, q := range []string{
+		"ALTER USER 'u'@'%' IDENTIFIED BY 'S3cret'",
+		"  create or replace user u identified by 'S3cret'",
+		"/* c */ SET PASSWORD FOR u = PASSWORD('S3cret')",
+		"GRANT SELECT ON *.* TO u IDENTIFIED BY 'S3cret'",
+		"CHANGE MASTER TO MASTER_PASSWORD='S3cret'",
+		"CREATE SERVER s FOREIGN DATA WRAPPER mysql OPTIONS (PASSWORD 'S3cret')",
+	} {
+		if got := logQuery(q); strings.Contains(got, "S3cret") || !strings.Contains(got, "not logged") {
+			t.Errorf("logQuery(%q) = %q", q, got)
+		}
+	}
+	if got := logQuery("ALTER TABLE t ADD c INT"); got != "ALTER TABLE t ADD c INT" {
+		t.Errorf("an ordinary DDL statement should be logged as is: %q", got)
 	}
 }
