@@ -934,3 +934,33 @@ func TestIntegrationMariaDBCompressedBinlog(t *testing.T) {
 	}
 	p.stop(t, 15*time.Second)
 }
+
+// TestIntegrationStatementDMLStops: a session that logs its row changes as statements (SET SESSION binlog_format)
+// would have them lost; the stream stops at the statement, names the setting and the way to go on, and applies
+// nothing of it.
+func TestIntegrationStatementDMLStops(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	ctx := context.Background()
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO users VALUES (1,'row',1,NULL,NOW(6))")
+	e.waitSame("users", 20*time.Second, nil, "id")
+	cn := e.sessions(ctx, 1)[0]
+	if _, err := cn.ExecContext(ctx, "SET SESSION binlog_format = 'STATEMENT'"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cn.ExecContext(ctx, "INSERT INTO users VALUES (2,'statement',2,NULL,NOW(6))"); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 30*time.Second); code != 1 {
+		t.Fatalf("exit code %d, want 1 (stopped at the statement)\n%s", code, tail(p.Log(), 3000))
+	}
+	for _, want := range []string{"logged as a statement", "binlog_format=ROW", "--start-file", "reconciler run"} {
+		if !strings.Contains(p.Log(), want) {
+			t.Errorf("the message should mention %q:\n%s", want, tail(p.Log(), 3000))
+		}
+	}
+	if n, _ := e.rdb.Exists(ctx, e.db+":users:2").Result(); n != 0 {
+		t.Errorf("nothing of the statement can be in Redis")
+	}
+}

@@ -578,6 +578,12 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 			// ROLLBACK ends a transaction whose non-transactional changes stay (and are in the binlog).
 			st.setPos(endPos)
 			return st.commit(ctx)
+		case st.statementDML(string(e.Schema), q):
+			return permanent(fmt.Errorf("a row change logged as a statement at %s:%d (%s): the session that wrote it "+
+				"ran with binlog_format STATEMENT or MIXED, and binlogsync reads only row events, so going on would "+
+				"lose it. Set binlog_format=ROW globally and keep applications from changing it per session; then "+
+				"repair the table with `reconciler run --config FILE --table DB.TABLE` and start binlogsync after this "+
+				"event with --start-file %s --start-pos %d", st.file, st.pos, logQuery(q), st.file, endPos))
 		case st.begun:
 			// SAVEPOINT, ROLLBACK TO, RELEASE SAVEPOINT, XA END inside a transaction: no boundary and no DDL
 			// (DDL commits implicitly and comes in a group of its own).
@@ -1064,6 +1070,32 @@ func (a *arena) row(n int) change.Row {
 		a.buf = make([]byte, 0, min(max(2*cap(a.buf), 1024), arenaChunk))
 	}
 	return change.Row(r)
+}
+
+// dmlStatement matches a row change written as a statement, and names its table where it is one table
+// (INSERT/REPLACE ... [INTO] t, UPDATE t SET, DELETE FROM t WHERE/LIMIT/ORDER or the end).
+var (
+	dmlStatement = regexp.MustCompile(`(?is)^\s*(?:/\*.*?\*/\s*)*(?:INSERT|REPLACE|UPDATE|DELETE|LOAD\s+DATA|LOAD\s+XML)\b`)
+	dmlTable     = regexp.MustCompile("(?is)^\\s*(?:/\\*.*?\\*/\\s*)*(?:(?:INSERT|REPLACE)(?:\\s+(?:LOW_PRIORITY|DELAYED|HIGH_PRIORITY|IGNORE))*(?:\\s+INTO)?|" +
+		"UPDATE(?:\\s+(?:LOW_PRIORITY|IGNORE))*|DELETE(?:\\s+(?:LOW_PRIORITY|QUICK|IGNORE))*\\s+FROM)\\s+" +
+		"(?:(`[^`]+`|\\w+)\\.)?(`[^`]+`|\\w+)\\s*(?:\\(|SET\\b|VALUES?\\b|SELECT\\b|WHERE\\b|LIMIT\\b|ORDER\\b|$)")
+)
+
+// statementDML reports whether q, a statement of the binlog run with default database db, changes rows of a
+// replicated table (or of tables it cannot tell): a change the stream would not see.
+func (st *stream) statementDML(db, q string) bool {
+	if !dmlStatement.MatchString(q) {
+		return false
+	}
+	m := dmlTable.FindStringSubmatch(q)
+	if m == nil {
+		return true // several tables, or a form not recognised: do not guess
+	}
+	if m[1] != "" {
+		db = m[1]
+	}
+	unquote := func(s string) string { return strings.ReplaceAll(strings.Trim(s, "`"), "``", "`") }
+	return st.s.cfg.Tables(unquote(db), unquote(m[2]))
 }
 
 // secretStatement matches the statements that can carry a password (CREATE/ALTER USER ... IDENTIFIED BY, SET
