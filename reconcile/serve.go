@@ -165,8 +165,11 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 	}
 
 	retry := time.Duration(0)
+	// attempted holds when each table was last in a finished pass, verified or not: a table the pass skips (no
+	// primary key) is not due again before its interval, or the schedule would run pass after pass on it.
+	attempted := map[string]time.Time{}
 	for {
-		due, next, err := r.due(ctx, opts.Interval)
+		due, next, err := r.due(ctx, opts.Interval, attempted)
 		if err != nil {
 			r.log.Warn("reading the schedule failed", slog.String("error", err.Error()))
 			next = time.Now().Add(time.Minute)
@@ -197,7 +200,17 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 		}
 		po := opts.Pass
 		po.Tables, po.ScanOrphans, po.DryRun, po.Cached = rq.tables, rq.scanOrphans, rq.dryRun, rq.cached
+		started := time.Now()
 		rep, err := r.Run(ctx, po)
+		if err == nil { // a failed pass is retried in a minute instead
+			passed := rq.tables
+			if len(passed) == 0 {
+				passed, _ = r.Tables(ctx)
+			}
+			for _, t := range passed {
+				attempted[t] = started
+			}
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -216,8 +229,9 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 	}
 }
 
-// due returns the tables whose interval has passed since their last finished pass, and when the next one is due.
-func (r *Reconciler) due(ctx context.Context, interval func(string) time.Duration) ([]string, time.Time, error) {
+// due returns the tables whose interval has passed since their last finished pass (or their last attempt, when
+// later), and when the next one is due.
+func (r *Reconciler) due(ctx context.Context, interval func(string) time.Duration, attempted map[string]time.Time) ([]string, time.Time, error) {
 	tables, err := r.Tables(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -231,6 +245,9 @@ func (r *Reconciler) due(ctx context.Context, interval func(string) time.Duratio
 	var due []string
 	for _, t := range tables {
 		at, ok := verified[t]
+		if a, tried := attempted[t]; tried && a.After(at) {
+			at, ok = a, true
+		}
 		when := at.Add(interval(t))
 		if !ok || !when.After(now) {
 			due = append(due, t)
