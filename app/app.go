@@ -109,7 +109,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	queue := make(chan *change.Batch, cfg.Sink.QueueBatches)
 	m := metrics.New(reg, func() float64 { return float64(len(queue)) })
-	var ready atomic.Bool
+	var ready readiness
 	if cfg.HTTP.Addr != "" {
 		srv, err := serveHTTP(cfg.HTTP.Addr, reg, &ready, rdb, log)
 		if err != nil {
@@ -151,7 +151,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return exitErr(ExitConfig, err)
 	}
 
-	src := newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(cfg, opts, store, stored), log, m)
+	src := newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(cfg, opts, store, stored), log, m, &ready)
 
 	ckpt := &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 		Log: log.With(slog.String("component", "checkpoint"))}
@@ -171,7 +171,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		close(queue) // the apply loop drains what is queued, then returns
 		srcErr <- err
 	}()
-	ready.Store(true)
+	ready.streaming.Store(true)
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -206,7 +206,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		<-srcErr
 		runErr = exitErr(ExitRuntime, err)
 	}
-	ready.Store(false)
+	ready.streaming.Store(false)
 	if err := ckpt.Close(); err != nil {
 		log.Error("storing the final checkpoint failed", slog.String("error", err.Error()))
 		if runErr == nil {
@@ -243,7 +243,7 @@ func schemaStore(cfg *config.Config, opts Options, store checkpoint.Store, store
 
 // newSource builds the binlog source from the configuration.
 func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Position, trackGTID bool,
-	identity string, schemas sourceSchemas, log *slog.Logger, m *metrics.Metrics,
+	identity string, schemas sourceSchemas, log *slog.Logger, m *metrics.Metrics, ready *readiness,
 ) *source.Source {
 	return source.New(source.Config{
 		Addr:                cfg.MySQL.Addr,
@@ -269,6 +269,7 @@ func newSource(cfg *config.Config, db *sql.DB, flavor string, start change.Posit
 		Columns:             columnRules(cfg),
 		Logger:              log.With(slog.String("component", "source")),
 		Metrics:             metrics.SourceAdapter{M: m},
+		Connected:           func(up bool) { ready.binlogDown.Store(!up) },
 	}, db)
 }
 
@@ -515,7 +516,13 @@ func OpenCheckpoint(cfg *config.Config, rdb redis.UniversalClient) (checkpoint.S
 	return f, nil
 }
 
-func serveHTTP(addr string, reg *prometheus.Registry, ready *atomic.Bool, rdb redis.UniversalClient, log *slog.Logger) (*http.Server, error) {
+// readiness is what /readyz answers from: streaming is set while the pipeline runs, binlogDown while the source
+// reconnects to MySQL.
+type readiness struct {
+	streaming, binlogDown atomic.Bool
+}
+
+func serveHTTP(addr string, reg *prometheus.Registry, ready *readiness, rdb redis.UniversalClient, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("http.addr %q: cannot listen: %w; pick a free host:port or \"\" to disable", addr, err)
@@ -526,17 +533,28 @@ func serveHTTP(addr string, reg *prometheus.Registry, ready *atomic.Bool, rdb re
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !ready.Load() {
+		if !ready.streaming.Load() {
 			http.Error(w, "not streaming", http.StatusServiceUnavailable)
+			return
+		}
+		if ready.binlogDown.Load() {
+			http.Error(w, "the binlog connection is down; reconnecting", http.StatusServiceUnavailable)
 			return
 		}
 		if rdb == nil { // a Kafka source without Redis
 			_, _ = w.Write([]byte("ready\n"))
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
-		defer cancel()
-		if err := rdb.Ping(ctx).Err(); err != nil {
+		// go-redis bounds a call by its read timeout, not the context: wait a second at most.
+		ping := make(chan error, 1)
+		go func() { ping <- rdb.Ping(context.WithoutCancel(r.Context())).Err() }()
+		var err error
+		select {
+		case err = <-ping:
+		case <-time.After(time.Second):
+			err = errors.New("no answer to PING within 1s")
+		}
+		if err != nil {
 			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

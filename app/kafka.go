@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -139,7 +138,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 
 	// HTTP comes up before the lease and the bootstrap, so a standby or a long
 	// initial load is observable (/readyz answers 503 until streaming).
-	var ready atomic.Bool
+	var ready readiness
 	if cfg.HTTP.Addr != "" {
 		srv, err := serveHTTP(cfg.HTTP.Addr, reg, &ready, rdb, log)
 		if err != nil {
@@ -180,7 +179,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			bootstrapper(ctx, cfg, db, flavor, rdb, log)); err != nil {
 			return err
 		}
-		src = newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(cfg, opts, store, stored), log, m)
+		src = newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(cfg, opts, store, stored), log, m, &ready)
 		ckpt = &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 			Log: log.With(slog.String("component", "checkpoint"))}
 		ckpt.Start()
@@ -225,7 +224,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		log.Info("streaming", slog.String("group_id", cfg.Kafka.GroupID), slog.String("topic", cfg.Kafka.Topic),
 			slog.Any("brokers", cfg.Kafka.Brokers), slog.String("redis", redisAddr(cfg)))
 	}
-	ready.Store(true)
+	ready.streaming.Store(true)
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -265,7 +264,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			stopAll()
 		}
 	}
-	ready.Store(false)
+	ready.streaming.Store(false)
 	if ckpt != nil {
 		if err := ckpt.Close(); err != nil {
 			log.Error("storing the final checkpoint failed", slog.String("error", err.Error()))

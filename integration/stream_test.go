@@ -5,7 +5,9 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -221,7 +223,9 @@ func TestIntegrationRedisDown10s(t *testing.T) {
 	load := startLoad(e, 2)
 	time.Sleep(time.Second)
 	rd.Stop()
-	time.Sleep(10 * time.Second)
+	start := time.Now()
+	waitReadyz(t, p, http.StatusServiceUnavailable, "redis")
+	time.Sleep(10*time.Second - time.Since(start))
 	if err := rd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -456,7 +460,10 @@ func TestIntegrationMariaDBRestartMidStream(t *testing.T) {
 	for i := 0; i < 100; i++ {
 		e.exec(fmt.Sprintf("INSERT INTO users VALUES (%d,'before',%d,NULL,NOW(6))", i, i))
 	}
-	if err := my.Restart(); err != nil { // a new binlog file follows
+	my.Stop()
+	// While the source reconnects, /readyz says so.
+	waitReadyz(t, p, http.StatusServiceUnavailable, "the binlog connection is down")
+	if err := my.Start(); err != nil { // a new binlog file follows
 		t.Fatal(err)
 	}
 	e.sqldb = my.Root(t, e.db) // the old pool's connections are dead
@@ -465,6 +472,7 @@ func TestIntegrationMariaDBRestartMidStream(t *testing.T) {
 	}
 	e.exec("UPDATE users SET name = 'updated' WHERE id < 50", "DELETE FROM users WHERE id >= 150")
 	e.waitSame("users", 60*time.Second, nil, "id")
+	waitReadyz(t, p, http.StatusOK, "ready")
 	if n := p.metric(t, "binlogsync_binlog_reconnects_total"); n < 1 {
 		t.Errorf("binlogsync_binlog_reconnects_total = %v, want >= 1", n)
 	}
@@ -962,5 +970,27 @@ func TestIntegrationStatementDMLStops(t *testing.T) {
 	}
 	if n, _ := e.rdb.Exists(ctx, e.db+":users:2").Result(); n != 0 {
 		t.Errorf("nothing of the statement can be in Redis")
+	}
+}
+
+// waitReadyz waits until /readyz answers code with a body holding want; each answer must come within 3 s.
+func waitReadyz(t *testing.T, p *proc, code int, want string) {
+	t.Helper()
+	client := &http.Client{Timeout: 3 * time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get("http://" + p.httpAddr(t) + "/readyz")
+		if err != nil {
+			t.Fatalf("/readyz did not answer: %v", err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == code && strings.Contains(string(body), want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz answers %d %q, want %d with %q", resp.StatusCode, body, code, want)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

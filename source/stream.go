@@ -83,6 +83,8 @@ type Config struct {
 	Columns func(db, table string) *ColumnRule
 	Logger  *slog.Logger
 	Metrics Metrics
+	// Connected, when set, is told when the binlog connection comes up (true) and when it breaks (false).
+	Connected func(up bool)
 }
 
 // Metrics receives what the source observes. Every method must be cheap.
@@ -287,6 +289,9 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 	for {
 		st, err := s.newStream(resume, out)
 		if err == nil {
+			if s.cfg.Connected != nil {
+				s.cfg.Connected(true)
+			}
 			st.fresh, fresh = fresh, false
 			err = st.run(ctx)
 			if st.published.File != "" || st.published.GTIDSet != "" {
@@ -303,6 +308,9 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 			return err
 		}
 		s.cfg.Metrics.Reconnect()
+		if s.cfg.Connected != nil {
+			s.cfg.Connected(false)
+		}
 		s.log.Warn("binlog stream interrupted; reconnecting",
 			slog.String("error", err.Error()), slog.String("resume_file", resume.File),
 			slog.Uint64("resume_pos", uint64(resume.Pos)), slog.Duration("backoff", backoff))
