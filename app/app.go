@@ -450,7 +450,8 @@ func preflightOptions(cfg *config.Config, flavor string) source.PreflightOptions
 				return r.KeyColumns
 			}
 			return nil
-		}}
+		},
+		Columns: columnRules(cfg)}
 }
 
 func columnRules(cfg *config.Config) func(db, table string) *source.ColumnRule {

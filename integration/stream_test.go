@@ -500,6 +500,21 @@ func TestIntegrationCheckFlag(t *testing.T) {
 		!strings.Contains(p.Log(), "CONVERT TO CHARACTER SET utf8mb4") {
 		t.Fatalf("--check should name the gbk column and the fix:\n%s", p.Log())
 	}
+	// An include pattern that matches no table is named (a typo), without failing the check.
+	e.extra["BINLOGSYNC_TABLES_INCLUDE"] = e.db + ".cjk," + e.db + ".nosuch_table"
+	p = e.spawn("--config", "../config.example.yaml", "--check")
+	if code := p.wait(t, 30*time.Second); code != 0 || !strings.Contains(p.Log(), `tables.include pattern \"`+e.db+`.nosuch_table\" is matching no table now`) {
+		t.Fatalf("--check with an include typo: exit %d, want 0 and the pattern named:\n%s", code, p.Log())
+	}
+	delete(e.extra, "BINLOGSYNC_TABLES_INCLUDE")
+	// A column whose field would be a metadata name fails the check, before anything streams.
+	e.exec("CREATE TABLE meta (id INT PRIMARY KEY, _v INT)")
+	p = e.spawn("--config", "../config.example.yaml", "--check")
+	if code := p.wait(t, 30*time.Second); code != 3 || !strings.Contains(p.Log(), "column "+e.db+".meta._v") ||
+		!strings.Contains(p.Log(), "columns.rename") {
+		t.Fatalf("--check with a column _v: exit %d, want 3 and the column and fix named:\n%s", code, p.Log())
+	}
+	e.exec("DROP TABLE meta")
 	// A server with STATEMENT binlogs fails the check with the fix named.
 	bad := testenv.NewMariaDB(t, testenv.MariaDBOptions{ExtraArgs: []string{"--binlog-format=STATEMENT"}})
 	e2 := newEnv(t, bad, e.rd)

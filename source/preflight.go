@@ -7,8 +7,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +59,8 @@ type PreflightOptions struct {
 	// (nil: no configured key columns).
 	Selected   func(db, table string) bool
 	KeyColumns func(db, table string) []string
+	// Columns returns the column rules of db.table (nil: none).
+	Columns func(db, table string) *ColumnRule
 }
 
 // DetectFlavor tells MySQL from MariaDB by VERSION() and @@version_comment.
@@ -124,27 +128,88 @@ func Preflight(ctx context.Context, db *sql.DB, opts PreflightOptions) ([]Proble
 	problems = append(problems, p...)
 	if opts.Selected != nil {
 		problems = append(problems, checkKeys(ctx, db, opts)...)
-		problems = append(problems, checkCharsets(ctx, db, opts)...)
+		problems = append(problems, checkColumns(ctx, db, opts)...)
 	}
 	return problems, nil
 }
 
-// checkCharsets finds the columns of selected tables in a character set the source cannot convert to UTF-8 (the
-// first row event of such a table stops the stream).
-func checkCharsets(ctx context.Context, db *sql.DB, opts PreflightOptions) []Problem {
-	rows, err := queryStrings(ctx, db, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, CHARACTER_SET_NAME
-		FROM information_schema.COLUMNS WHERE CHARACTER_SET_NAME IS NOT NULL
-		AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2, 3`)
+// checkColumns checks the columns of the selected tables as the stream will meet them: a character set it cannot
+// convert to UTF-8 (a warning: the stream stops at the table's first change), a field name starting with "_"
+// (reserved for metadata; fatal), and column rules naming columns the table does not have, or tables.include
+// patterns matching no table (warnings: a typo leaves a column unfiltered or a table unreplicated).
+func checkColumns(ctx context.Context, db *sql.DB, opts PreflightOptions) []Problem {
+	rows, err := queryStrings(ctx, db, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, IFNULL(CHARACTER_SET_NAME, '')
+		FROM information_schema.COLUMNS
+		WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') ORDER BY 1, 2, ORDINAL_POSITION`)
 	if err != nil {
-		return nil // the stream reports such a column when it meets it
+		return nil // the stream reports what it cannot handle when it meets it
 	}
 	var out []Problem
-	for _, r := range rows {
-		if cs := normalizeCharset(r[3]); !supportedCharset(cs) && opts.Selected(r[0], r[1]) {
-			out = append(out, Problem{Setting: "column " + r[0] + "." + r[1] + "." + r[2],
-				Found: "in character set " + cs + ", which binlogsync cannot convert to UTF-8",
-				Fix: "the stream stops at the table's first change; convert the column to utf8mb4 " +
-					"(ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out with tables.exclude"})
+	matched := make([]bool, len(opts.Tables))
+	checkTable := func(schema, table string, cols [][]string) {
+		for i, g := range opts.Tables {
+			if ok, _ := path.Match(g, schema+"."+table); ok {
+				matched[i] = true
+			}
+		}
+		if !opts.Selected(schema, table) {
+			return
+		}
+		var rule *ColumnRule
+		if opts.Columns != nil {
+			rule = opts.Columns(schema, table)
+		}
+		have := map[string]bool{}
+		for _, c := range cols {
+			have[c[2]] = true
+		}
+		for _, c := range cols {
+			name, cs := c[2], normalizeCharset(c[3])
+			if rule != nil && (slices.Contains(rule.Exclude, name) || len(rule.Include) > 0 && !slices.Contains(rule.Include, name)) {
+				continue
+			}
+			field := name
+			if rule != nil && rule.Rename[name] != "" {
+				field = rule.Rename[name]
+			}
+			if strings.HasPrefix(field, "_") {
+				out = append(out, Problem{Setting: "column " + schema + "." + table + "." + name,
+					Found: fmt.Sprintf("replicated as field %q, which starts with '_'", field),
+					Fix:   "SPEC reserves such names for metadata such as _v; rename it with tables.rules[].columns.rename or leave it out with columns.exclude",
+					Fatal: true})
+			}
+			if cs != "" && !supportedCharset(cs) {
+				out = append(out, Problem{Setting: "column " + schema + "." + table + "." + name,
+					Found: "in character set " + cs + ", which binlogsync cannot convert to UTF-8",
+					Fix: "the stream stops at the table's first change; convert the column to utf8mb4 " +
+						"(ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out with tables.exclude"})
+			}
+		}
+		if rule == nil {
+			return
+		}
+		named := append(append(slices.Clone(rule.Include), rule.Exclude...), slices.Sorted(maps.Keys(rule.Rename))...)
+		for _, n := range named {
+			if !have[n] {
+				out = append(out, Problem{Setting: "tables.rules[].columns for " + schema + "." + table,
+					Found: fmt.Sprintf("naming %q, which the table does not have", n),
+					Fix:   "check the column name (the rule has no effect on it)"})
+			}
+		}
+	}
+	for i := 0; i < len(rows); {
+		j := i
+		for j < len(rows) && rows[j][0] == rows[i][0] && rows[j][1] == rows[i][1] {
+			j++
+		}
+		checkTable(rows[i][0], rows[i][1], rows[i:j])
+		i = j
+	}
+	for i, g := range opts.Tables {
+		if !matched[i] {
+			out = append(out, Problem{Setting: "tables.include pattern " + strconv.Quote(g),
+				Found: "matching no table now",
+				Fix:   "check the name; a table created later that matches it is replicated from then on"})
 		}
 	}
 	return out
