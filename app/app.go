@@ -96,6 +96,11 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	defer rdb.Close()
 	if opts.CheckOnly {
+		if st := explicitStart(cfg, opts); st.File != "" {
+			if err := checkExplicitStart(startCtx, db, change.Position{File: st.File, Pos: max(st.Pos, 4)}); err != nil {
+				return err
+			}
+		}
 		log.Info("all checks passed", slog.String("mysql", cfg.MySQL.Addr), slog.String("redis", redisAddr(cfg)))
 		return nil
 	}
@@ -314,15 +319,15 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 	if err != nil {
 		return p, false, stored, exitErr(ExitRuntime, fmt.Errorf("loading the checkpoint: %w", err))
 	}
-	explicit := opts.Start
-	if explicit.IsZero() {
-		explicit = cfg.MySQL.Start
-	}
+	explicit := explicitStart(cfg, opts)
 	switch {
 	case !explicit.IsZero():
 		p = change.Position{File: explicit.File, GTIDSet: explicit.GTIDSet}
 		if p.File != "" {
 			p.Pos = max(explicit.Pos, 4)
+			if err := checkExplicitStart(ctx, db, p); err != nil {
+				return p, false, stored, err
+			}
 		} else if cfg.MySQL.GTID == "off" {
 			return p, false, stored, exitErr(ExitConfig, errors.New("a start GTID set (--start-gtid, mysql.start.gtid_set) "+
 				"needs mysql.gtid auto or on; it is off"))
@@ -384,11 +389,6 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		if err != nil {
 			return p, false, stored, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
 		}
-		if !ok && !explicit.IsZero() {
-			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: the start position given explicitly, %s:%d, "+
-				"names a binlog the server does not have (SHOW BINARY LOGS lists those it has); the checkpoint is "+
-				"left as it was", source.ErrBinlogGone, p.File, p.Pos))
-		}
 		if !ok {
 			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
 				"server). Changes since then cannot be streamed. Recover by reloading Redis from MySQL: run "+
@@ -406,6 +406,35 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		}
 	}
 	return p, gtidComplete, stored, nil
+}
+
+// explicitStart is the start position given by hand: the command line's, else mysql.start.
+func explicitStart(cfg *config.Config, opts Options) config.Start {
+	if opts.Start.IsZero() {
+		return cfg.MySQL.Start
+	}
+	return opts.Start
+}
+
+// checkExplicitStart refuses a start file the server does not have, or a position in it that is not a
+// transaction boundary, before anything (the checkpoint) changes.
+func checkExplicitStart(ctx context.Context, db *sql.DB, p change.Position) error {
+	ok, err := source.BinlogAvailable(ctx, db, p.File)
+	if err != nil {
+		return exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
+	}
+	if !ok {
+		return exitErr(ExitBinlogGone, fmt.Errorf("%w: the start position given explicitly, %s:%d, "+
+			"names a binlog the server does not have (SHOW BINARY LOGS lists those it has); the checkpoint is "+
+			"left as it was", source.ErrBinlogGone, p.File, p.Pos))
+	}
+	if err := source.CheckStart(ctx, db, p.File, p.Pos); err != nil {
+		if errors.Is(err, source.ErrBadStart) {
+			return exitErr(ExitConfig, fmt.Errorf("%w; the checkpoint is left as it was", err))
+		}
+		return exitErr(ExitServer, err)
+	}
+	return nil
 }
 
 func checkpointWhere(cfg *config.Config) string {

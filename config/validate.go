@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	gmysql "github.com/go-mysql-org/go-mysql/mysql"
 )
 
 // problem returns an error about key, prefixed with where its value came from.
@@ -168,8 +170,19 @@ func (c *Config) validateMySQL() error {
 		return c.problem("mysql.start.gtid_set", "mysql.start.gtid_set and mysql.start.file are both set; start either by GTID set or by file and position, not both")
 	case s.GTIDSet != "" && m.GTID == GTIDOff:
 		return c.problem("mysql.start.gtid_set", "mysql.start.gtid_set is set but mysql.gtid is off; set mysql.gtid to auto or on, or start by mysql.start.file and pos")
+	case s.GTIDSet != "" && !ValidGTIDSet(s.GTIDSet):
+		return c.problem("mysql.start.gtid_set", "mysql.start.gtid_set %q is not a GTID set; write it as the server shows it (MariaDB: 0-1-1000,1-2-50; MySQL: 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77)", s.GTIDSet)
 	}
 	return nil
+}
+
+// ValidGTIDSet reports whether s parses as a MariaDB or a MySQL GTID set.
+func ValidGTIDSet(s string) bool {
+	if _, err := gmysql.ParseMariadbGTIDSet(s); err == nil {
+		return true
+	}
+	_, err := gmysql.ParseMysqlGTIDSet(s)
+	return err == nil
 }
 
 func (c *Config) validateRedis() error {

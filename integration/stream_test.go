@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -371,6 +372,56 @@ func TestIntegrationBadStart(t *testing.T) {
 		{"bad flavor", map[string]string{"BINLOGSYNC_MYSQL_FLAVOR": "oracle"}, 2, "mysql.flavor"},
 		{"redis down", map[string]string{"BINLOGSYNC_REDIS_ADDR": "127.0.0.1:1"}, 3, "redis.addr"},
 	}
+	// Start flags: refused before anything (the checkpoint) changes. A transaction's events give a position in
+	// the middle of one, and one in the middle of an event.
+	e.exec(usersDDL, "BEGIN", "INSERT INTO users VALUES (1,'a',1,NULL,NOW(6))", "INSERT INTO users VALUES (2,'b',1,NULL,NOW(6))", "COMMIT")
+	logs := e.binaryLogs()
+	file := logs[len(logs)-1]
+	var tableMap, gtid string
+	rows, err := e.sqldb.Query("SHOW BINLOG EVENTS IN '" + file + "'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var name, typ, info string
+		var pos, server, end int64
+		if err := rows.Scan(&name, &pos, &typ, &server, &end, &info); err != nil {
+			t.Fatal(err)
+		}
+		switch typ {
+		case "Table_map":
+			tableMap = fmt.Sprint(pos)
+		case "Gtid":
+			gtid = fmt.Sprint(pos)
+		}
+	}
+	rows.Close()
+	midEvent := fmt.Sprint(mustAtoi(t, tableMap) + 3)
+	type startCase struct {
+		name string
+		args []string
+		code int
+		want string
+	}
+	for _, c := range []startCase{
+		{"bad gtid", []string{"--start-gtid", "garbage"}, 2, "is not a GTID set"},
+		{"pos without file", []string{"--start-pos", "120"}, 2, "--start-pos needs --start-file"},
+		{"gtid and file", []string{"--start-gtid", "0-1-1", "--start-file", file}, 2, "both given"},
+		{"mid-transaction", []string{"--start-file", file, "--start-pos", tableMap}, 2, "inside a transaction"},
+		{"mid-event", []string{"--start-file", file, "--start-pos", midEvent}, 2, "is not the start of an event"},
+		{"mid-transaction, --check", []string{"--check", "--start-file", file, "--start-pos", tableMap}, 2, "inside a transaction"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := e.spawn(append([]string{"--config", "../config.example.yaml"}, c.args...)...)
+			if code := p.wait(t, 30*time.Second); code != c.code || !strings.Contains(p.Log(), c.want) {
+				t.Fatalf("exit code %d, want %d with %q:\n%s", code, c.code, c.want, p.Log())
+			}
+		})
+	}
+	if p := e.spawn("--config", "../config.example.yaml", "--check", "--start-file", file, "--start-pos", gtid); p.wait(t, 30*time.Second) != 0 {
+		t.Fatalf("--check at a Gtid event should pass:\n%s", p.Log())
+	}
+
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			saved := e.extra
@@ -1008,4 +1059,13 @@ func waitReadyz(t *testing.T, p *proc, code int, want string) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatalf("%q: %v", s, err)
+	}
+	return n
 }

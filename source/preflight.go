@@ -853,3 +853,47 @@ func IsTLSError(err error) bool {
 	return errors.As(err, &certErr) || errors.As(err, &uaErr) || errors.As(err, &hostErr) ||
 		errors.As(err, &invErr) || errors.As(err, &recErr) || errors.As(err, &alert)
 }
+
+// ErrBadStart is wrapped by CheckStart's errors: a start position that is not a transaction boundary.
+var ErrBadStart = errors.New("bad start position")
+
+// CheckStart checks that file:pos, a start position given by hand, is the start of an event that begins a
+// transaction (or of the file's header), so that a start there neither fails nor applies half a transaction. A
+// user who may not run SHOW BINLOG EVENTS gets no check (nil).
+func CheckStart(ctx context.Context, db *sql.DB, file string, pos uint32) error {
+	rows, err := queryRows(ctx, db, fmt.Sprintf("SHOW BINLOG EVENTS IN '%s' FROM %d LIMIT 1",
+		strings.ReplaceAll(strings.ReplaceAll(file, `\`, `\\`), "'", "''"), pos))
+	var me *mysql.MySQLError
+	switch {
+	case errors.As(err, &me) && me.Number == 1220:
+		return fmt.Errorf("%w: %s:%d is not the start of an event; `SHOW BINLOG EVENTS IN '%s'` lists the events "+
+			"and their positions (start at a Gtid event, or at a Query BEGIN without GTIDs)", ErrBadStart, file, pos, file)
+	case errors.As(err, &me) && (me.Number == 1227 || me.Number == 1142 || me.Number == 1045):
+		return nil
+	case err != nil:
+		return fmt.Errorf("reading the event at %s:%d: %w", file, pos, err)
+	case len(rows) == 0:
+		return nil // the end of the file: the next transaction starts there
+	}
+	typ, info := rows[0]["event_type"], strings.TrimSpace(rows[0]["info"])
+	if i := strings.Index(info, "; "); strings.HasPrefix(info, "use ") && i > 0 {
+		info = strings.TrimSpace(info[i+2:])
+	}
+	switch typ {
+	case "Gtid", "Anonymous_Gtid", "Format_desc", "Rotate", "Gtid_list", "Binlog_checkpoint", "Previous_gtids",
+		"Stop", "Start_v3", "Start_encryption":
+		return nil
+	case "Query":
+		for _, p := range []string{"COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "XA END", "XA PREPARE"} {
+			if hasPrefixFold(info, p) {
+				return fmt.Errorf("%w: %s:%d is the %s that ends or continues a transaction, not where one starts; "+
+					"`SHOW BINLOG EVENTS IN '%s'` lists the events (start at a Gtid event, or at a Query BEGIN "+
+					"without GTIDs)", ErrBadStart, file, pos, p, file)
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %s:%d is a %s event inside a transaction, so a start there would apply half of it; "+
+		"`SHOW BINLOG EVENTS IN '%s'` lists the events (start at a Gtid event, or at a Query BEGIN without GTIDs)",
+		ErrBadStart, file, pos, typ, file)
+}

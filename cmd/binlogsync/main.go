@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"os/signal"
@@ -55,6 +56,19 @@ func run() int {
 		app.LogProcs(log, procs, changed)
 	}
 	opts := app.Options{CheckOnly: *check}
+	posSet := false
+	fs.Visit(func(f *flag.Flag) { posSet = posSet || f.Name == "start-pos" })
+	switch {
+	case posSet && *startFile == "":
+		return flagError("--start-pos needs --start-file (SHOW BINARY LOGS lists the files)")
+	case *startGTID != "" && *startFile != "":
+		return flagError("--start-gtid and --start-file are both given; start either by GTID set or by file and position")
+	case *startGTID != "" && !config.ValidGTIDSet(*startGTID):
+		return flagError(fmt.Sprintf("--start-gtid %q is not a GTID set; write it as the server shows it "+
+			"(MariaDB: 0-1-1000,1-2-50; MySQL: 3e11fa47-71ca-11e1-9e33-c80aa9429562:1-77)", *startGTID))
+	case *startPos > math.MaxUint32:
+		return flagError(fmt.Sprintf("--start-pos %d is beyond any binlog offset", *startPos))
+	}
 	if *startFile != "" || *startGTID != "" {
 		opts.Start = config.Start{File: *startFile, Pos: uint32(*startPos), GTIDSet: *startGTID}
 	}
@@ -72,6 +86,12 @@ func run() int {
 		return code
 	}
 	return app.ExitOK
+}
+
+// flagError reports a bad command-line flag; nothing has been touched.
+func flagError(msg string) int {
+	fmt.Fprintln(os.Stderr, "binlogsync: "+msg)
+	return app.ExitConfig
 }
 
 // probe is the container health check: the image has no curl.
