@@ -285,6 +285,9 @@ func classifySourceError(err error) error {
 	if errors.Is(err, source.ErrBinlogGone) {
 		return exitErr(ExitBinlogGone, err)
 	}
+	if errors.Is(err, source.ErrServerIDConflict) {
+		return exitErr(ExitServer, err)
+	}
 	return exitErr(ExitRuntime, err)
 }
 

@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -1068,4 +1069,24 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatalf("%q: %v", s, err)
 	}
 	return n
+}
+
+// TestIntegrationServerIDConflictNamed: two processes registering with the same server id take the binlog
+// connection from each other; the warning names mysql.server_id and the fix.
+func TestIntegrationServerIDConflictNamed(t *testing.T) {
+	e := sharedEnv(t)
+	e.exec(usersDDL)
+	p1 := e.start("--config", "../config.example.yaml")
+	e.extra["BINLOGSYNC_CHECKPOINT_PATH"] = filepath.Join(t.TempDir(), "second.checkpoint")
+	p2 := e.spawn("--config", "../config.example.yaml")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p1.Log()+p2.Log(), "(mysql.server_id); give every binlogsync and every replica its own") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning naming mysql.server_id:\n%s\n---\n%s", tail(p1.Log(), 3000), tail(p2.Log(), 3000))
+		}
+		e.exec("INSERT INTO users VALUES (1,'a',1,NULL,NOW(6)) ON DUPLICATE KEY UPDATE score = score + 1")
+		time.Sleep(200 * time.Millisecond)
+	}
+	p2.stop(t, 15*time.Second)
+	p1.stop(t, 15*time.Second)
 }

@@ -286,6 +286,7 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 	// before it were never read.
 	up := s.cfg.SchemasUpTo
 	fresh := up.File != start.File || up.Pos != start.Pos || up.GTIDSet != start.GTIDSet
+	var conflictSince, conflictLast time.Time
 	for {
 		st, err := s.newStream(resume, out)
 		if err == nil {
@@ -304,7 +305,23 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !retryable(err) {
+		if sameServerID(err) {
+			// Another replica registered with this server id: the server drops one of the two connections
+			// each time the other connects. A dump thread of this process's previous run can linger a
+			// while, so only a conflict that lasts stops the source.
+			now := time.Now()
+			if now.Sub(conflictLast) > time.Minute {
+				conflictSince = now
+			}
+			conflictLast = now
+			msg := fmt.Sprintf("another replica of the server uses server id %d (mysql.server_id); give every "+
+				"binlogsync and every replica its own", s.cfg.ServerID)
+			if now.Sub(conflictSince) > sameIDPatience {
+				return permanent(fmt.Errorf("%w: %s (the two have taken the connection from each other for %v)",
+					ErrServerIDConflict, msg, sameIDPatience))
+			}
+			s.log.Warn(msg, slog.String("error", err.Error()))
+		} else if !retryable(err) {
 			return err
 		}
 		s.cfg.Metrics.Reconnect()
@@ -321,6 +338,22 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 		}
 		backoff = min(backoff*2, s.cfg.ReconnectMaxBackoff)
 	}
+}
+
+// ErrServerIDConflict means another replica keeps registering with the source's server id.
+var ErrServerIDConflict = errors.New("server id conflict")
+
+// sameIDPatience is how long a server id conflict may last before the source stops.
+var sameIDPatience = 2 * time.Minute
+
+// sameServerID reports whether err is the server refusing or dropping the connection because another replica
+// registered with the same server id (MariaDB error 4052; MySQL's 1236 with that message).
+func sameServerID(err error) bool {
+	var myErr *gmysql.MyError
+	if !errors.As(err, &myErr) {
+		return false
+	}
+	return myErr.Code == 4052 || myErr.Code == 1236 && strings.Contains(myErr.Message, "same server_uuid/server_id")
 }
 
 // retryable tells a broken connection (retry) from a permanent error.
