@@ -394,9 +394,10 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		}
 		if !ok {
 			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
-				"server). Changes since then cannot be streamed. Recover by reloading Redis from MySQL: run "+
-				"`reconciler run --config FILE` (bootstrap), or delete the checkpoint (%s) and restart after a "+
-				"full reload; see docs/runbook.md", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
+				"server). Changes since then cannot be streamed. Keep the checkpoint (%s) and re-derive Redis from "+
+				"MySQL: `reconciler run --config FILE --scan-orphans --restore-expired --restart --output json`, then "+
+				"start binlogsync with --start-file and --start-pos from the report's start; see docs/runbook.md "+
+				"\"The binlog to resume from is gone\"", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
 		}
 	}
 	p.ServerUUID = identity

@@ -129,6 +129,9 @@ func explainRedisError(cfg *config.Config, err error) error {
 		return fmt.Errorf("redis at %s did not answer within %s: check redis.addr and the network", addr, cfg.Redis.DialTimeout)
 	case strings.Contains(msg, "no such host"):
 		return fmt.Errorf("redis host in %q cannot be resolved: check redis.addr", addr)
+	case strings.Contains(msg, "DB index is out of range"):
+		return fmt.Errorf("redis at %s has no database %d (%s): set redis.db below the server's `databases` "+
+			"setting (16 by default)", addr, cfg.Redis.DB, msg)
 	}
 	return fmt.Errorf("connecting to redis at %s: %w (check redis.addr / redis.addrs)", addr, err)
 }

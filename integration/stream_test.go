@@ -372,6 +372,7 @@ func TestIntegrationBadStart(t *testing.T) {
 		{"unknown key", map[string]string{"BINLOGSYNC_MYSQL_ADRESS": "x"}, 2, "BINLOGSYNC_MYSQL_ADRESS"},
 		{"bad flavor", map[string]string{"BINLOGSYNC_MYSQL_FLAVOR": "oracle"}, 2, "mysql.flavor"},
 		{"redis down", map[string]string{"BINLOGSYNC_REDIS_ADDR": "127.0.0.1:1"}, 3, "redis.addr"},
+		{"redis db out of range", map[string]string{"BINLOGSYNC_REDIS_DB": "99"}, 3, "set redis.db below"},
 	}
 	// Start flags: refused before anything (the checkpoint) changes. A transaction's events give a position in
 	// the middle of one, and one in the middle of an event.

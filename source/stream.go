@@ -555,11 +555,11 @@ func (st *stream) stopWaiting() {
 
 func (st *stream) explain(err error) error {
 	var myErr *gmysql.MyError
-	if errors.As(err, &myErr) && myErr.Code == 1236 {
-		return permanent(fmt.Errorf("%w: %s:%d (server said: %s). Recover by bootstrapping Redis from MySQL "+
-			"(`reconciler run` with an empty checkpoint, see docs/runbook.md), or delete the checkpoint and "+
-			"restart from the current position after a full reload", ErrBinlogGone, st.published.File,
-			st.published.Pos, myErr.Message))
+	if errors.As(err, &myErr) && myErr.Code == 1236 && !sameServerID(err) {
+		return permanent(fmt.Errorf("%w: %s:%d (server said: %s). Keep the checkpoint and re-derive Redis from "+
+			"MySQL: `reconciler run --config FILE --scan-orphans --restore-expired --restart --output json`, then "+
+			"start binlogsync with --start-file and --start-pos from the report's start; see docs/runbook.md "+
+			"\"The binlog to resume from is gone\"", ErrBinlogGone, st.published.File, st.published.Pos, myErr.Message))
 	}
 	return fmt.Errorf("reading the binlog at %s:%d: %w", st.file, st.pos, err)
 }

@@ -81,8 +81,8 @@ func run() int {
 		if errors.As(err, &ee) {
 			code = ee.Code
 		}
+		// One message: the log (on stderr) carries the error and the exit code.
 		log.Error("binlogsync stopped", slog.String("error", err.Error()), slog.Int("exit_code", code))
-		fmt.Fprintln(os.Stderr, "binlogsync:", err)
 		return code
 	}
 	return app.ExitOK
