@@ -645,7 +645,8 @@ func TestIntegrationPoisonRowStopsWithoutDeadLetter(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1", code)
 	}
-	if !strings.Contains(p.Log(), e.db+":users:5") || !strings.Contains(p.Log(), "WRONGTYPE") {
+	if !strings.Contains(p.Log(), e.db+":users:5") || !strings.Contains(p.Log(), "WRONGTYPE") ||
+		!strings.Contains(p.Log(), "sink.dead_letter") {
 		t.Fatalf("the error should name the key and the reason:\n%s", tail(p.Log(), 2000))
 	}
 	// Nothing after the poison row was checkpointed past it: a restart retries it.

@@ -513,7 +513,9 @@ func (s *Sink) run(ctx context.Context, jobs []laneJob, ops []op, rowErrs []rowE
 	}
 	sort.SliceStable(rowErrs, func(a, b int) bool { return rowErrs[a].src < rowErrs[b].src })
 	if s.opts.DeadLetter == nil {
-		return st, fmt.Errorf("%d rows refused by Redis, first: %w", len(rowErrs), rowErrs[0].err)
+		return st, fmt.Errorf("%d rows refused by Redis, first: %w; the checkpoint stays before them and a restart "+
+			"applies them again: remove what Redis holds in the way (a key of another type: DEL it), or set "+
+			"sink.dead_letter so that such rows are set aside and the stream goes on", len(rowErrs), rowErrs[0].err)
 	}
 	for i := 0; i < len(rowErrs); {
 		j := i + 1
