@@ -219,6 +219,9 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		}
 	}
 	saved := ckpt.Saved()
+	if saved.IsZero() {
+		saved = start // nothing applied this run: the checkpoint is where it started
+	}
 	log.Info("stopped", slog.String("checkpoint_file", saved.File), slog.Uint64("checkpoint_pos", uint64(saved.Pos)))
 	return leaseErr(ctx, runErr)
 }
