@@ -378,5 +378,26 @@ func TestIntegrationTextTypesAndZerofill(t *testing.T) {
 	if rep.Rows != 4 || rep.Drift() != 0 || rep.RangesDiffered != 0 {
 		t.Errorf("the reconciler should find the streamed rows equal: %+v", rep)
 	}
+
+	// A UUID primary key: keys in its text form, and the reconciler ranges over it and repairs.
+	e.exec("CREATE TABLE uuidpk (id UUID PRIMARY KEY, v INT)")
+	for i := 0; i < 300; i++ {
+		e.exec(fmt.Sprintf("INSERT INTO uuidpk VALUES ('%08x-0000-1000-8000-%012x', %d)", i*7919, i, i))
+	}
+	e.waitSame("uuidpk", 20*time.Second, nil, "id")
+	ctx := context.Background()
+	first := e.db + ":uuidpk:00000000-0000-1000-8000-000000000000"
+	if err := e.rdb.Del(ctx, first).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, e.db+":uuidpk:"+fmt.Sprintf("%08x-0000-1000-8000-%012x", 150*7919, 150), "v", "wrong").Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.extra["BINLOGSYNC_RECONCILE_CHUNK_ROWS"] = "40" // several ranges, bounded by UUIDs
+	rep = e.tableReport(e.reconcile("--table", e.db+".uuidpk"), "uuidpk")
+	if rep.Error != "" || rep.Rows != 300 || rep.Ranges < 3 || rep.Missing.Repaired != 1 || rep.Stale.Repaired != 1 {
+		t.Errorf("the reconciler over a UUID key: %+v, want 300 rows in several ranges, 1 missing and 1 stale repaired", rep)
+	}
+	e.waitSame("uuidpk", 20*time.Second, nil, "id")
 	p.stop(t, 15*time.Second)
 }

@@ -186,11 +186,12 @@ func describe(sc source.SchemaColumn, field string) column {
 func checkPKType(sc *source.SchemaColumn) error {
 	switch sc.DataType {
 	case "tinyint", "smallint", "mediumint", "int", "integer", "bigint", "decimal", "numeric", "year",
-		"date", "time", "datetime", "timestamp", "char", "varchar", "binary", "varbinary":
+		"date", "time", "datetime", "timestamp", "char", "varchar", "binary", "varbinary",
+		"uuid", "inet4", "inet6": // MariaDB's types compare with their text form, which bounds carry
 		return nil
 	}
 	return fmt.Errorf("primary-key column %s has type %s; supported are integers, DECIMAL, YEAR, temporal types, "+
-		"CHAR/VARCHAR/BINARY/VARBINARY", sc.Name, sc.DataType)
+		"CHAR/VARCHAR/BINARY/VARBINARY and MariaDB's UUID/INET4/INET6", sc.Name, sc.DataType)
 }
 
 // valueExpr is the SQL expression whose text-protocol value is what the row stores in Redis, modulo the
