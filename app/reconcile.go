@@ -90,7 +90,8 @@ func Bootstrap(ctx context.Context, cfg *config.Config, db *sql.DB, flavor strin
 		return change.Position{}, exitErr(ExitConfig, err)
 	}
 	log.Info("bootstrap: loading the selected tables into Redis before streaming")
-	rep, err := r.Run(ctx, reconcile.PassOptions{RestoreExpired: true})
+	// Redis is empty or may be emptied (docs/runbook.md "Bootstrap"): no SCAN for keys written outside the pipeline.
+	rep, err := r.Run(ctx, reconcile.PassOptions{RestoreExpired: true, NoScanOrphans: true})
 	if err != nil {
 		return change.Position{}, exitErr(ExitRuntime, fmt.Errorf("bootstrap pass: %w", err))
 	}

@@ -106,20 +106,21 @@ func reportReconcilePass(b *testing.B, t reconcile.TableReport, cpu cpuTimes) {
 	b.ReportMetric(cpu.self, "reconciler-cpu-s/pass")
 }
 
-// BenchmarkReconcile compares zero-drift passes over 1,000,000 rows (every row hashed from its fields in Redis,
-// and with the row hashes cached by earlier passes) with pt-table-checksum over the same table (which reads MySQL
+// BenchmarkReconcile compares zero-drift passes over 1,000,000 rows (every row hashed from its fields in Redis and
+// the key pattern SCANned, as `reconciler run` does; the same without the SCAN; and with the row hashes cached by
+// earlier passes) with pt-table-checksum over the same table (which reads MySQL
 // only), and a pass that finds and repairs 1% drift.
 func BenchmarkReconcile(b *testing.B) {
 	e := newReconcileEnv(b)
 	for _, mode := range []struct {
-		name   string
-		cached bool
-	}{{"zero-drift", false}, {"zero-drift-cached", true}} {
+		name           string
+		cached, noScan bool
+	}{{"zero-drift", false, false}, {"zero-drift-cached", true, false}, {"zero-drift-no-scan", false, true}} {
 		b.Run(mode.name, func(b *testing.B) {
 			var t reconcile.TableReport
 			var cpu cpuTimes
 			for b.Loop() {
-				t, cpu = e.pass(b, reconcile.PassOptions{Cached: mode.cached})
+				t, cpu = e.pass(b, reconcile.PassOptions{Cached: mode.cached, NoScanOrphans: mode.noScan})
 				if t.Drift() != 0 || t.Rows != reconcileRows {
 					b.Fatalf("zero-drift pass: %+v", t)
 				}

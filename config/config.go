@@ -405,8 +405,9 @@ type Reconcile struct {
 	// fields instead of trusting the row hashes cached by earlier passes;
 	// 0 = every pass is full. Default 24h.
 	FullEvery time.Duration `yaml:"full_every"`
-	// ScanOrphans makes scheduled passes also SCAN each table's key pattern
-	// for keys written outside the pipeline. Default false.
+	// ScanOrphans makes cached scheduled passes also SCAN each table's key
+	// pattern for keys written outside the pipeline (full passes always do).
+	// Default false.
 	ScanOrphans bool `yaml:"scan_orphans"`
 	// StateKey is the Redis key holding the reconciler's progress and last report.
 	// Default binlogsync:reconcile.

@@ -103,8 +103,11 @@ type PassOptions struct {
 	Tables []string
 	// DryRun finds drift without repairing it.
 	DryRun bool
-	// ScanOrphans additionally SCANs each table's key pattern for keys written outside the pipeline.
+	// ScanOrphans SCANs each table's key pattern for keys written outside the pipeline also in a Cached pass; a
+	// full pass does unless NoScanOrphans.
 	ScanOrphans bool
+	// NoScanOrphans leaves out the SCAN of a full pass (an initial load into an empty Redis has nothing to find).
+	NoScanOrphans bool
 	// Restart ignores the progress of an interrupted pass.
 	Restart bool
 	// RestoreExpired writes the missing keys of TTL tables too (an initial load), instead of taking them for

@@ -634,7 +634,8 @@ func TestCompositeKeysJSONAndTTL(t *testing.T) {
 	}
 }
 
-// TestScanOrphans checks that keys written outside the pipeline far from any row are only found by a scan.
+// TestScanOrphans checks that keys written outside the pipeline far from any row are only found by a scan, which
+// full passes make and cached passes only when asked.
 func TestScanOrphans(t *testing.T) {
 	f := newFixture(t)
 	f.exec("CREATE TABLE q (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO q VALUES (1, 'a'), (2, 'b'), (3, 'c')")
@@ -644,19 +645,37 @@ func TestScanOrphans(t *testing.T) {
 	f.rdb.HSet(ctx, f.db+":q:900000", "v", "stray")
 	f.rdb.HSet(ctx, f.db+":q:007", "v", "not canonical")
 	f.rdb.HSet(ctx, f.db+":q:abc", "v", "not an integer")
-	rep := f.run(r, PassOptions{})
+	rep := f.run(r, PassOptions{NoScanOrphans: true})
 	if tr := tableReport(t, rep, "q"); tr.Extra.Found != 0 {
 		t.Fatalf("pass without scan: %+v, want the stray keys unseen", tr)
 	}
-	rep = f.run(r, PassOptions{ScanOrphans: true})
-	if tr := tableReport(t, rep, "q"); tr.Extra != (Count{2, 2}) || tr.OrphanScan != 6 {
-		t.Fatalf("pass with scan: %+v, want 2 orphans of 6 keys scanned", tr)
+	rep = f.run(r, PassOptions{Cached: true})
+	if tr := tableReport(t, rep, "q"); tr.Extra.Found != 0 || tr.OrphanScan != 0 {
+		t.Fatalf("cached pass: %+v, want no scan", tr)
 	}
-	if n := f.rdb.Exists(ctx, f.db+":q:900000", f.db+":q:007").Val(); n != 0 {
+	rep = f.run(r, PassOptions{})
+	if tr := tableReport(t, rep, "q"); tr.Extra != (Count{2, 2}) || tr.OrphanScan != 6 {
+		t.Fatalf("full pass: %+v, want 2 orphans of 6 keys scanned", tr)
+	}
+	f.rdb.HSet(ctx, f.db+":q:800000", "v", "stray")
+	rep = f.run(r, PassOptions{Cached: true, ScanOrphans: true})
+	if tr := tableReport(t, rep, "q"); tr.Extra != (Count{1, 1}) {
+		t.Fatalf("cached pass with scan: %+v, want the new orphan", tr)
+	}
+	if n := f.rdb.Exists(ctx, f.db+":q:900000", f.db+":q:007", f.db+":q:800000").Val(); n != 0 {
 		t.Fatalf("%d orphan keys left", n)
 	}
 	if n := f.rdb.Exists(ctx, f.db+":q:abc", f.db+":q:1").Val(); n != 2 {
 		t.Fatalf("the scan removed a key it cannot attribute or a real row")
+	}
+
+	// A gap too wide to probe: the scan looks its keys up (keys inside a fully probed span it need not).
+	f.exec("CREATE TABLE g (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO g VALUES (1, 'a'), (5000000, 'b')")
+	f.run(r, PassOptions{})
+	f.rdb.HSet(ctx, f.db+":g:2500000", "v", "stray")
+	rep = f.run(r, PassOptions{Tables: []string{f.db + ".g"}})
+	if tr := tableReport(t, rep, "g"); tr.Extra != (Count{1, 1}) {
+		t.Fatalf("full pass over a table with a gap: %+v, want the orphan in the gap", tr)
 	}
 }
 

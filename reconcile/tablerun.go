@@ -76,6 +76,12 @@ type tableRun struct {
 	// table, every range differs; without drift, none does).
 	differing atomic.Bool
 	slotKeys  []int64 // with a key index: row keys found in Redis, by slot
+	// probed is the span of integer keys [lo, hi] every one of which was compared or probed in this run (set by
+	// the digest producer, read after it ends); an orphan SCAN need not look up keys inside it in MySQL.
+	probed struct {
+		lo, hi      int64
+		set, broken bool
+	}
 
 	cbMu sync.Mutex // serializes opts.Progress calls
 }
@@ -170,7 +176,8 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 			return err
 		}
 	}
-	if tr.opts.ScanOrphans {
+	// A full pass SCANs for keys written outside the pipeline too, unless the table's key index finds its orphans.
+	if tr.opts.ScanOrphans || !tr.opts.Cached && !tr.opts.NoScanOrphans && !tr.tb.opts.KeyIndex {
 		if err := tr.scanOrphans(ctx, fixer); err != nil {
 			return err
 		}
@@ -393,7 +400,9 @@ func (tr *tableRun) probes(c *chunk, n int) ([]string, error) {
 	budget := max(n, 1000)
 	var keys []string
 	j := 0
-	for v := lo; v <= hi && len(keys) < budget; v++ {
+	v := lo
+	defer func() { tr.noteProbed(lo, v-1, hi) }()
+	for ; v <= hi && len(keys) < budget; v++ {
 		for j < len(ints) && ints[j] < v {
 			j++
 		}
@@ -406,10 +415,34 @@ func (tr *tableRun) probes(c *chunk, n int) ([]string, error) {
 		}
 		keys = append(keys, k)
 		if v == hi { // no overflow past MaxInt64
+			v = hi + 1 // for noteProbed; wraps only where hi is MaxInt64, which breaks the span
 			break
 		}
 	}
 	return keys, nil
+}
+
+// noteProbed extends the probed span by a range's [lo, upTo], of which [lo, hi] was to be probed: a range probed
+// only in part (its budget ran out), or not adjoining the span, breaks it.
+func (tr *tableRun) noteProbed(lo, upTo, hi int64) {
+	p := &tr.probed
+	switch {
+	case p.broken:
+	case upTo < hi || upTo < lo-1:
+		p.broken = true
+	case !p.set:
+		p.lo, p.hi, p.set = lo, upTo, true
+	case lo != p.hi+1:
+		p.broken = true
+	default:
+		p.hi = upTo
+	}
+}
+
+// probedSpan returns the span of integer keys compared or probed in this run; ok is false when there is none.
+func (tr *tableRun) probedSpan() (lo, hi int64, ok bool) {
+	p := &tr.probed
+	return p.lo, p.hi, p.set && !p.broken
 }
 
 // compare computes the range's digest in Redis and reports whether it matches MySQL's and no probe key exists.

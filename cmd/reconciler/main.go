@@ -30,7 +30,7 @@ import (
 )
 
 const usage = `usage:
-  reconciler run   --config FILE [--table db.t ...] [--dry-run] [--scan-orphans] [--cached] [--restore-expired] [--restart] [--output text|json]
+  reconciler run   --config FILE [--table db.t ...] [--dry-run] [--scan-orphans | --no-scan-orphans] [--cached] [--restore-expired] [--restart] [--output text|json]
   reconciler serve --config FILE [--scan-orphans] [--full-every 24h]
 `
 
@@ -60,9 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("reconciler "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "YAML configuration file (keys can be overridden by BINLOGSYNC_* environment variables)")
-	scan := fs.Bool("scan-orphans", false, "also SCAN each table's key pattern for keys written outside the pipeline (serve: or reconcile.scan_orphans)")
+	scan := fs.Bool("scan-orphans", false, "SCAN each table's key pattern for keys written outside the pipeline in cached passes too (full passes always do, unless --no-scan-orphans; serve: or reconcile.scan_orphans)")
 	var tables tableList
-	var dryRun, restart, cached, restore *bool
+	var dryRun, restart, cached, restore, noScan *bool
 	var output *string
 	var fullEvery *time.Duration
 	if cmd == "run" {
@@ -72,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cached = fs.Bool("cached", false, "trust the row hashes earlier passes cached in Redis rows (fast; misses edits made outside the pipeline that keep them)")
 		restore = fs.Bool("restore-expired", false, "write missing keys of tables with a TTL too (an initial load) instead of taking them for expired")
 		output = fs.String("output", "text", "report format: text or json")
+		noScan = fs.Bool("no-scan-orphans", false, "leave out a full pass's SCAN of each table's key pattern (keys written outside the pipeline far from the table's rows then stay)")
 	} else {
 		fullEvery = fs.Duration("full-every", 24*time.Hour, "how often a scheduled pass hashes every Redis row instead of trusting cached row hashes (0 or negative: always); overrides reconcile.full_every")
 	}
@@ -140,8 +141,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	opts := reconcile.PassOptions{Tables: tables, DryRun: *dryRun, ScanOrphans: *scan, Restart: *restart, Cached: *cached,
-		RestoreExpired: *restore}
+	if *scan && *noScan {
+		fmt.Fprintln(stderr, "reconciler: --scan-orphans and --no-scan-orphans contradict each other; give one")
+		return app.ExitConfig
+	}
+	opts := reconcile.PassOptions{Tables: tables, DryRun: *dryRun, ScanOrphans: *scan, NoScanOrphans: *noScan,
+		Restart: *restart, Cached: *cached, RestoreExpired: *restore}
 	bar := newProgressBar(stderr)
 	if bar != nil {
 		opts.Progress = bar.update
