@@ -677,6 +677,18 @@ func TestScanOrphans(t *testing.T) {
 	if tr := tableReport(t, rep, "g"); tr.Extra != (Count{1, 1}) {
 		t.Fatalf("full pass over a table with a gap: %+v, want the orphan in the gap", tr)
 	}
+
+	// A key template of its own may share its pattern with keys of other programs: only --scan-orphans deletes.
+	f.exec("CREATE TABLE c (id INT PRIMARY KEY)", "INSERT INTO c VALUES (1)")
+	f.opts["c"] = TableOptions{KeyTemplate: "session:${id}"}
+	f.run(r, PassOptions{Tables: []string{f.db + ".c"}})
+	f.rdb.HSet(ctx, "session:777777", "user", "someone else's")
+	if tr := tableReport(t, f.run(r, PassOptions{Tables: []string{f.db + ".c"}}), "c"); tr.Extra.Found != 0 || tr.OrphanScan != 0 {
+		t.Fatalf("full pass over a table with its own key template: %+v, want no scan", tr)
+	}
+	if tr := tableReport(t, f.run(r, PassOptions{Tables: []string{f.db + ".c"}, ScanOrphans: true}), "c"); tr.Extra.Found != 1 {
+		t.Fatalf("--scan-orphans over a table with its own key template: %+v, want the stray key", tr)
+	}
 }
 
 // TestResume interrupts a pass and checks that the next one resumes from the last finished range.

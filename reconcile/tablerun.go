@@ -176,8 +176,11 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 			return err
 		}
 	}
-	// A full pass SCANs for keys written outside the pipeline too, unless the table's key index finds its orphans.
-	if tr.opts.ScanOrphans || !tr.opts.Cached && !tr.opts.NoScanOrphans && !tr.tb.opts.KeyIndex {
+	// A full pass SCANs for keys written outside the pipeline too, unless the table's key index finds its orphans,
+	// or its keys are not in binlogsync's own name space (a key template of its own may share a pattern with keys
+	// other programs write: only --scan-orphans deletes there).
+	defaultKeys := tr.tb.opts.KeyTemplate == "" || tr.tb.opts.KeyTemplate == sink.DefaultKeyTemplate
+	if tr.opts.ScanOrphans || !tr.opts.Cached && !tr.opts.NoScanOrphans && !tr.tb.opts.KeyIndex && defaultKeys {
 		if err := tr.scanOrphans(ctx, fixer); err != nil {
 			return err
 		}
