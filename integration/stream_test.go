@@ -1040,6 +1040,21 @@ func TestIntegrationStatementDMLStops(t *testing.T) {
 	if n, _ := e.rdb.Exists(ctx, e.db+":users:2").Result(); n != 0 {
 		t.Errorf("nothing of the statement can be in Redis")
 	}
+	if want := "--table " + e.db + ".users"; !strings.Contains(p.Log(), want) {
+		t.Errorf("the message should name the table to repair (%q):\n%s", want, tail(p.Log(), 3000))
+	}
+	// The position the message gives is the end of the statement's transaction, which a start accepts.
+	m := regexp.MustCompile(`--start-file (\S+) --start-pos (\d+)`).FindStringSubmatch(p.Log())
+	if m == nil {
+		t.Fatalf("no start position in the message:\n%s", tail(p.Log(), 3000))
+	}
+	p = e.start("--config", "../config.example.yaml", "--start-file", m[1], "--start-pos", m[2])
+	e.exec("INSERT INTO users VALUES (3,'after',3,NULL,NOW(6))")
+	waitFor(t, 20*time.Second, "row 3 after the restart", func() bool {
+		n, _ := e.rdb.Exists(ctx, e.db+":users:3").Result()
+		return n == 1
+	})
+	p.stop(t, 15*time.Second)
 }
 
 // waitReadyz waits until /readyz answers code with a body holding want; each answer must come within 3 s.

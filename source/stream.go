@@ -418,6 +418,9 @@ type stream struct {
 	eventTime  time.Time
 
 	xa xaState // XA transactions (xa.go)
+	// stmtStop is set when the transaction being read holds a row change logged as a statement: the stream stops
+	// at the transaction's end, without committing it, so that the position it names is one a start accepts.
+	stmtStop *stmtStop
 	// fresh is set on the first stream of a run that did not start from a checkpoint.
 	fresh bool
 }
@@ -619,12 +622,16 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 			// ROLLBACK ends a transaction whose non-transactional changes stay (and are in the binlog).
 			st.setPos(endPos)
 			return st.commit(ctx)
-		case st.statementDML(string(e.Schema), q):
-			return permanent(fmt.Errorf("a row change logged as a statement at %s:%d (%s): the session that wrote it "+
-				"ran with binlog_format STATEMENT or MIXED, and binlogsync reads only row events, so going on would "+
-				"lose it. Set binlog_format=ROW globally and keep applications from changing it per session; then "+
-				"repair the table with `reconciler run --config FILE --table DB.TABLE` and start binlogsync after this "+
-				"event with --start-file %s --start-pos %d", st.file, st.pos, logQuery(q), st.file, endPos))
+		case st.statementDMLTable(string(e.Schema), q) != "":
+			if st.stmtStop == nil {
+				st.stmtStop = &stmtStop{file: st.file, pos: st.pos, query: logQuery(q)}
+			}
+			st.stmtStop.add(st.statementDMLTable(string(e.Schema), q))
+			if !st.begun { // a group of its own: its end is here
+				st.setPos(endPos)
+				return st.stmtStop.err(st.file, st.pos)
+			}
+			// Inside a transaction: read on to its end, committing nothing.
 		case st.begun:
 			// SAVEPOINT, ROLLBACK TO, RELEASE SAVEPOINT, XA END inside a transaction: no boundary and no DDL
 			// (DDL commits implicitly and comes in a group of its own).
@@ -693,6 +700,7 @@ func (st *stream) setPos(p uint32) {
 func (st *stream) beginTx() {
 	st.inTx, st.begun = true, false
 	st.xa.open = false
+	st.stmtStop = nil
 	st.txStart = st.pos
 	st.txFile = st.fileSeq
 	st.seq = 0
@@ -718,6 +726,9 @@ func (st *stream) addGTID(e gtidNexter) error {
 
 // commit marks a transaction boundary at the current position.
 func (st *stream) commit(ctx context.Context) error {
+	if st.stmtStop != nil {
+		return st.stmtStop.err(st.file, st.pos)
+	}
 	st.inTx, st.begun = false, false
 	if st.xa.open { // an XA transaction that ended without XA PREPARE (one phase): its rows are committed
 		if err := st.xaUnpark(ctx); err != nil {
@@ -978,6 +989,9 @@ func (st *stream) rows(ctx context.Context, et replication.EventType, e *replica
 	if ts.skip {
 		return nil
 	}
+	if st.stmtStop != nil {
+		st.stmtStop.add(ts.schema + "." + ts.name)
+	}
 	if !st.inTx { // a server that logs rows without BEGIN (not seen in practice)
 		st.beginTx()
 	}
@@ -1122,21 +1136,63 @@ var (
 		"(?:(`[^`]+`|\\w+)\\.)?(`[^`]+`|\\w+)\\s*(?:\\(|SET\\b|VALUES?\\b|SELECT\\b|WHERE\\b|LIMIT\\b|ORDER\\b|$)")
 )
 
-// statementDML reports whether q, a statement of the binlog run with default database db, changes rows of a
-// replicated table (or of tables it cannot tell): a change the stream would not see.
-func (st *stream) statementDML(db, q string) bool {
+// statementDMLTable reports whether q, a statement of the binlog run with default database db, changes rows of a
+// replicated table (or of tables it cannot tell): a change the stream would not see. It returns the table as
+// db.table, "?" when it cannot tell the tables, and "" when q changes no replicated table.
+func (st *stream) statementDMLTable(db, q string) string {
 	if !dmlStatement.MatchString(q) {
-		return false
+		return ""
 	}
 	m := dmlTable.FindStringSubmatch(q)
 	if m == nil {
-		return true // several tables, or a form not recognised: do not guess
+		return "?" // several tables, or a form not recognised: do not guess
 	}
 	if m[1] != "" {
 		db = m[1]
 	}
 	unquote := func(s string) string { return strings.ReplaceAll(strings.Trim(s, "`"), "``", "`") }
-	return st.s.cfg.Tables(unquote(db), unquote(m[2]))
+	db, table := unquote(db), unquote(m[2])
+	if !st.s.cfg.Tables(db, table) {
+		return ""
+	}
+	return db + "." + table
+}
+
+// stmtStop is a transaction holding row changes logged as statements.
+type stmtStop struct {
+	file   string
+	pos    uint32   // where the first such statement starts
+	query  string   // it, as it may be logged
+	tables []string // the replicated tables the transaction changes, "?" for statements naming none clearly
+}
+
+func (s *stmtStop) add(table string) {
+	if !slices.Contains(s.tables, table) {
+		s.tables = append(s.tables, table)
+	}
+}
+
+// err is the stop, at the end of the transaction (file, end): the position a restart after it gives.
+func (s *stmtStop) err(file string, end uint32) error {
+	var repair []string
+	unknown := false
+	for _, t := range s.tables {
+		if t == "?" {
+			unknown = true
+			continue
+		}
+		repair = append(repair, "--table "+t)
+	}
+	how := "`reconciler run --config FILE " + strings.Join(repair, " ") + "`"
+	if unknown {
+		how = "`reconciler run --config FILE` (a statement names its tables in a form binlogsync does not read, so " +
+			"all of them)"
+	}
+	return permanent(fmt.Errorf("a row change logged as a statement at %s:%d (%s): the session that wrote it ran with "+
+		"binlog_format STATEMENT or MIXED, and binlogsync reads only row events, so going on would lose it. Set binlog_format=ROW globally and keep "+
+		"applications from changing it per session; then repair the tables the transaction changed with %s and "+
+		"start binlogsync after the transaction with --start-file %s --start-pos %d",
+		s.file, s.pos, s.query, how, file, end))
 }
 
 // secretStatement matches the statements that can carry a password (CREATE/ALTER USER ... IDENTIFIED BY, SET
