@@ -517,7 +517,12 @@ func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, m 
 	if cfg.Sink.DeadLetter != "" {
 		dead = RedisDeadLetter(rdb, cfg.Sink.DeadLetter, m)
 	}
+	var onRetry func()
+	if m != nil {
+		onRetry = m.RedisRetries.Inc
+	}
 	return sink.New(rdb, sink.Options{
+		OnRetry:      onRetry,
 		DeadLetter:   dead,
 		Prefix:       cfg.Sink.KeyPrefix,
 		Lanes:        cfg.Sink.Lanes,

@@ -228,6 +228,9 @@ func TestIntegrationRedisDown10s(t *testing.T) {
 	start := time.Now()
 	waitReadyz(t, p, http.StatusServiceUnavailable, "redis")
 	time.Sleep(10*time.Second - time.Since(start))
+	if p.metric(t, "binlogsync_redis_retries_total") == 0 {
+		t.Errorf("no Redis retries counted while Redis is down")
+	}
 	if err := rd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -273,7 +273,6 @@ func (l *ApplyLoop) applied(changes []change.Change, st sink.Stats, err error, s
 			l.Metrics.Batches.Inc()
 			l.Metrics.BatchRows.Observe(float64(len(changes)))
 			l.Metrics.RowsSkipped.Add(float64(st.Skipped))
-			l.Metrics.RedisRetries.Add(float64(st.Retries))
 			l.Metrics.ObserveApplied(changes)
 		}
 		l.Metrics.Applied(eventTime)

@@ -76,6 +76,9 @@ type Options struct {
 	DeadLetter func(ctx context.Context, c change.Change, reason error) error
 	// Logger receives retry warnings (default slog.Default()).
 	Logger *slog.Logger
+	// OnRetry, when set, is called at each retry as it is decided, so that a metric moves while Redis is down
+	// (Stats.Retries only reaches the caller once the batch is applied).
+	OnRetry func()
 }
 
 // Stats counts what one Apply or Write did. A primary-key change counts one delete and one write.
@@ -702,6 +705,9 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 		// the stored version. Calls of the same key may thus be re-sent after later ones; the fence keeps the
 		// newest version regardless of arrival order.
 		res.stats.Retries++
+		if s.opts.OnRetry != nil {
+			s.opts.OnRetry()
+		}
 		wait := backoff/2 + rand.N(backoff/2+1)
 		s.log.WarnContext(ctx, "retrying Redis writes",
 			slog.Int("lane", lane), slog.Int("attempt", attempt), slog.Int("calls", len(failed)),

@@ -525,7 +525,6 @@ func (c *Consumer) applied(ctx context.Context, b *fetched, st sink.Stats, err e
 			pm.Batches.Inc()
 			pm.BatchRows.Observe(float64(len(b.changes)))
 			pm.RowsSkipped.Add(float64(st.Skipped))
-			pm.RedisRetries.Add(float64(st.Retries))
 			pm.ObserveApplied(b.changes)
 			pm.Applied(b.eventTime)
 		}
