@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -76,13 +77,20 @@ func (p *keyPattern) glob() string {
 	return b.String()
 }
 
-// parse extracts the primary-key values of key; ok is false when key does not have the pattern's shape.
-func (p *keyPattern) parse(key string, tb *table) (pk [][]byte, ok bool) {
-	pk = make([][]byte, len(tb.t.PK))
+// maxReadings bounds the readings parse gives of one key; a key with more is left alone.
+const maxReadings = 64
+
+// parse extracts the primary-key values of key: every reading of it, since values holding ':' make ${pk} of a
+// composite key ambiguous ("a:b:c" of two columns is (a, b:c) or (a:b, c)); the row whose key is this one is
+// among them. ok is false when key does not have the pattern's shape, or has more than maxReadings readings.
+func (p *keyPattern) parse(key string, tb *table) (readings [][][]byte, ok bool) {
+	pk := make([][]byte, len(tb.t.PK))
 	if !strings.HasPrefix(key, p.lits[0]) {
 		return nil, false
 	}
 	rest := key[len(p.lits[0]):]
+	var whole string // the ${pk} text, split below
+	hasWhole := false
 	for i, name := range p.names {
 		next := p.lits[i+1]
 		var v string
@@ -99,13 +107,7 @@ func (p *keyPattern) parse(key string, tb *table) (pk [][]byte, ok bool) {
 			v, rest = rest[:j], rest[j+len(next):]
 		}
 		if name == "pk" {
-			parts := strings.SplitN(v, ":", len(tb.t.PK))
-			if len(parts) != len(tb.t.PK) {
-				return nil, false
-			}
-			for k, s := range parts {
-				pk[k] = []byte(s)
-			}
+			whole, hasWhole = v, true
 			continue
 		}
 		found := false
@@ -118,12 +120,70 @@ func (p *keyPattern) parse(key string, tb *table) (pk [][]byte, ok bool) {
 			return nil, false
 		}
 	}
-	for _, v := range pk {
-		if v == nil {
-			return nil, false
+	if !hasWhole {
+		for _, v := range pk {
+			if v == nil {
+				return nil, false
+			}
+		}
+		return [][][]byte{pk}, true
+	}
+	splits, ok := splitPK(whole, len(tb.t.PK))
+	if !ok {
+		return nil, false
+	}
+	for _, parts := range splits {
+		r := slices.Clone(pk)
+		for k, s := range parts {
+			r[k] = []byte(s)
+		}
+		readings = append(readings, r)
+	}
+	return readings, true
+}
+
+// splitPK gives every way of cutting v at n-1 of its colons, at most maxReadings of them.
+func splitPK(v string, n int) ([][]string, bool) {
+	var colons []int
+	for i := range len(v) {
+		if v[i] == ':' {
+			colons = append(colons, i)
 		}
 	}
-	return pk, true
+	if len(colons) < n-1 {
+		return nil, false
+	}
+	var out [][]string
+	cut := make([]int, 0, n-1)
+	var walk func(from int) bool
+	walk = func(from int) bool {
+		if len(cut) == n-1 {
+			if len(out) == maxReadings {
+				return false
+			}
+			parts := make([]string, 0, n)
+			start := 0
+			for _, c := range cut {
+				parts = append(parts, v[start:c])
+				start = c + 1
+			}
+			out = append(out, append(parts, v[start:]))
+			return true
+		}
+		for i := from; i <= len(colons)-(n-1-len(cut)); i++ {
+			cut = append(cut, colons[i])
+			ok := walk(i + 1)
+			cut = cut[:len(cut)-1]
+			if !ok {
+				return false
+			}
+		}
+		return true
+	}
+	if !walk(0) {
+		return nil, false
+	}
+	return out, true
 }
 
 // scanOrphans SCANs the table's key pattern and removes the keys whose MySQL row does not exist, as drift of
@@ -194,29 +254,37 @@ func (tr *tableRun) checkOrphans(ctx context.Context, cn *conn, pat *keyPattern,
 	var cands []string
 	spanLo, spanHi, inSpan := tr.probedSpan()
 	for _, k := range keys {
-		pk, ok := pat.parse(k, tb)
+		readings, ok := pat.parse(k, tb)
 		if !ok {
-			continue // not a key of this table's shape
+			continue // not a key of this table's shape (or one of too many readings: left alone)
 		}
-		if inSpan {
+		if inSpan && len(readings) == 1 {
 			// Every integer of the span was compared with its row or probed for an orphan in this pass.
+			pk := readings[0]
 			v, err := strconv.ParseInt(string(pk[0]), 10, 64)
 			if err == nil && v >= spanLo && v <= spanHi && string(strconv.AppendInt(nil, v, 10)) == string(pk[0]) {
 				continue // (a key like "007" was not probed: "7" was)
 			}
 		}
-		valid := true
-		for i, v := range pk {
-			if _, err := tb.cols[tb.t.PK[i]].literal(v); err != nil {
-				valid = false
+		valid := 0
+		for _, pk := range readings {
+			ok := true
+			for i, v := range pk {
+				if _, err := tb.cols[tb.t.PK[i]].literal(v); err != nil {
+					ok = false
+				}
+			}
+			if ok {
+				pks = append(pks, pk)
+				valid++
 			}
 		}
-		if !valid {
+		if valid == 0 {
 			// No row of the table can have these values (a letter in an integer key): the key is not the
 			// table's, or is an orphan nobody can attribute. Leave it.
 			continue
 		}
-		pks = append(pks, pk)
+		// The key is an orphan when no reading's row has it as its key.
 		cands = append(cands, k)
 	}
 	if len(cands) == 0 {

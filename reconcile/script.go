@@ -197,16 +197,25 @@ var digest = redis.NewScript(digestScript)
 
 // resetScript deletes a row key that a repair at version ARGV[1] could not replace: a key holding another type
 // than the format's (ARGV[2]: "h" hash, "j" JSON string), or a row whose version is exactly ARGV[1] (hash: field
-// _v; JSON: bytes 8 to 35). It returns 1 when it deleted the key.
+// _v; JSON: bytes 8 to 35). Where the row key does not exist, it deletes its tombstone (KEYS[2]) when that holds
+// exactly ARGV[1]. It returns 1 when it deleted a key.
 //
-// A stream change is always newer than a snapshot version taken at or before it, so a row at exactly that version
-// can only hold what an earlier repair at the same position wrote, edited outside the pipeline since. A key of
-// another type holds no version, and the stream cannot write it either.
+// A stream change is always newer than a snapshot version taken at or before it, so a row or tombstone at exactly
+// that version can only hold what an earlier repair at the same position wrote: a row edited outside the pipeline
+// since, or the delete of a key the row was missing from MySQL for while the binlog did not move (a row changed
+// with sql_log_bin=0, or a key taken for an orphan). A key of another type holds no version, and the stream cannot
+// write it either.
 const resetScript = `
 local want = 'hash'
 if ARGV[2] == 'j' then want = 'string' end
 local t = redis.call('TYPE', KEYS[1]).ok
-if t == 'none' then return 0 end
+if t == 'none' then
+  if redis.call('GET', KEYS[2]) == ARGV[1] then
+    redis.call('DEL', KEYS[2])
+    return 1
+  end
+  return 0
+end
 local cur
 if t ~= want then
   cur = ARGV[1]

@@ -715,7 +715,7 @@ func (tr *tableRun) settle(ctx context.Context, it *settleItem) error {
 		if !settled {
 			rep.Unsettled++
 		}
-		if s.exists && (s.bad || s.ver == ver) {
+		if s.exists && (s.bad || s.ver == ver) || !s.exists && s.tomb == ver {
 			resets = append(resets, c.key)
 		}
 	}
@@ -758,14 +758,15 @@ func (tr *tableRun) settle(ctx context.Context, it *settleItem) error {
 }
 
 // resetKeys removes keys that a repair at version ver would not replace: keys at exactly that version (written
-// by an earlier repair at the same position, edited since) and keys that hold another type.
+// by an earlier repair at the same position, edited since), tombstones at exactly that version (of a row a repair
+// at the same position deleted) and keys that hold another type.
 func (tr *tableRun) resetKeys(ctx context.Context, keys []string, ver string) error {
 	f := "h"
 	if tr.tb.opts.Format == sink.FormatJSON {
 		f = "j"
 	}
 	for _, k := range keys {
-		if err := reset.Run(ctx, tr.r.cfg.Redis, []string{k}, ver, f).Err(); err != nil {
+		if err := reset.Run(ctx, tr.r.cfg.Redis, []string{k, sink.TombstoneKey(k)}, ver, f).Err(); err != nil {
 			return fmt.Errorf("resetting %s key %q: %w", tr.tb.name(), k, err)
 		}
 	}
