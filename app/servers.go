@@ -91,10 +91,14 @@ func OpenRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, 
 	}
 	var rdb redis.UniversalClient
 	if r.Cluster() {
+		// go-redis's default of 3 redirects: it also retries a timed-out command that many times within one
+		// call, so more hides a frozen master from the sink's own retries (their warning and
+		// binlogsync_redis_retries_total) for that many read timeouts. MOVED, ASK and CLUSTERDOWN past them are
+		// retried by the sink with backoff.
 		rdb = redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: r.Addrs, Username: r.Username, Password: r.Password, TLSConfig: tlsConf,
 			PoolSize: poolSize, DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
-			MaxRedirects: 16, DisableIdentity: true,
+			MaxRedirects: 3, DisableIdentity: true,
 		})
 	} else {
 		rdb = redis.NewClient(&redis.Options{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -98,6 +99,40 @@ func TestIntegrationRedisCluster(t *testing.T) {
 	}
 	waitSameCluster(t, e, cc, "users", "id")
 	waitSameCluster(t, e, cc, "pairs", "a", "b")
+
+	// A frozen master: the sink's retries show (warning and metric) while it is frozen, and nothing is lost.
+	frozen := cluster.Nodes[1]
+	frozen.Signal(syscall.SIGSTOP)
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			frozen.Signal(syscall.SIGCONT)
+			thawed = true
+		}
+	}
+	defer thaw()
+	var vals []string
+	for id := 20000; id < 20100; id++ {
+		vals = append(vals, fmt.Sprintf("(%d,'f%d',%d,NULL,NOW(6))", id, id, id))
+	}
+	e.exec("INSERT INTO users VALUES " + strings.Join(vals, ","))
+	waitFor(t, 30*time.Second, "a retry warning while a master is frozen", func() bool {
+		return strings.Contains(p.Log(), "retrying Redis writes")
+	})
+	if p.metric(t, "binlogsync_redis_retries_total") == 0 {
+		t.Errorf("binlogsync_redis_retries_total is 0 while a master is frozen")
+	}
+	thaw()
+	waitFor(t, 60*time.Second, "the cluster to be up again", func() bool {
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			if info, err := c.ClusterInfo(ctx).Result(); err != nil || !strings.Contains(info, "cluster_state:ok") {
+				return fmt.Errorf("down")
+			}
+			return nil
+		})
+		return err == nil
+	})
+	waitSameCluster(t, e, cc, "users", "id")
 
 	if code := p.stop(t, 15*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)

@@ -74,6 +74,15 @@ func (r *Redis) Stop() {
 	r.cmd = nil
 }
 
+// Signal sends sig to the server (SIGSTOP freezes it, SIGCONT thaws it).
+func (r *Redis) Signal(sig os.Signal) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cmd != nil {
+		_ = r.cmd.Process.Signal(sig)
+	}
+}
+
 // NewRedis starts a server of the test's own, stopped at the end of the test.
 func NewRedis(t testing.TB, extra ...string) *Redis {
 	t.Helper()
