@@ -900,6 +900,11 @@ func TestServe(t *testing.T) {
 		!strings.Contains(body, "not a selected table") {
 		t.Fatalf("POST of an unknown table: %d %s, want 400", code, body)
 	}
+	for _, q := range []string{"tabel=" + f.db + ".q", "dry_run=maybe", "dry_run=1&dry_run=0"} {
+		if code, body := call("POST", "/reconcile?"+q, "s3cret"); code != http.StatusBadRequest {
+			t.Fatalf("POST /reconcile?%s: %d %s, want 400 (a mistyped dry run must not repair)", q, code, body)
+		}
+	}
 
 	// A dry run that finds drift finishes a pass but does not verify the table in full.
 	ctx0 := context.Background()

@@ -9,8 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -117,9 +119,11 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 				w.Header().Set("Content-Type", "application/json")
 				_ = json.NewEncoder(w).Encode(st)
 			case http.MethodPost:
-				q := req.URL.Query()
-				flag := func(k string) bool { return q.Get(k) == "1" || q.Get(k) == "true" }
-				rq := request{tables: q["table"], scanOrphans: flag("scan_orphans"), dryRun: flag("dry_run"), cached: flag("cached")}
+				rq, err := parseRequest(req.URL.Query())
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
 				if len(rq.tables) > 0 {
 					known, err := r.Tables(req.Context())
 					if err != nil {
@@ -276,4 +280,32 @@ func (r *Reconciler) fullRecently(ctx context.Context, tables []string, every ti
 		}
 	}
 	return true
+}
+
+// parseRequest reads POST /reconcile's query. An unknown parameter or a flag that is not a boolean is refused:
+// a mistyped dry_run must not run a pass that repairs.
+func parseRequest(q url.Values) (request, error) {
+	flags := map[string]*bool{}
+	var rq request
+	flags["scan_orphans"], flags["dry_run"], flags["cached"] = &rq.scanOrphans, &rq.dryRun, &rq.cached
+	for k, vs := range q {
+		if k == "table" {
+			rq.tables = vs
+			continue
+		}
+		p, ok := flags[k]
+		if !ok {
+			return request{}, fmt.Errorf("unknown parameter %q: POST /reconcile takes table (repeated), "+
+				"scan_orphans, dry_run and cached", k)
+		}
+		if len(vs) != 1 {
+			return request{}, fmt.Errorf("parameter %s given %d times", k, len(vs))
+		}
+		b, err := strconv.ParseBool(vs[0])
+		if err != nil {
+			return request{}, fmt.Errorf("parameter %s=%q: want 1, true, 0 or false", k, vs[0])
+		}
+		*p = b
+	}
+	return rq, nil
 }
