@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -487,7 +488,18 @@ func preflightOptions(cfg *config.Config, flavor string) source.PreflightOptions
 			}
 			return nil
 		},
-		Columns: columnRules(cfg)}
+		Columns: columnRules(cfg),
+		KeyTemplate: func(db, table string, fields, key []string) error {
+			r := cfg.Rule(db, table)
+			if r == nil || r.Key == "" {
+				return nil
+			}
+			t := &change.Table{DB: db, Name: table, Columns: fields}
+			for _, k := range key {
+				t.PK = append(t.PK, slices.Index(fields, k))
+			}
+			return sink.CheckKeyTemplate(t, r.Key)
+		}}
 }
 
 func columnRules(cfg *config.Config) func(db, table string) *source.ColumnRule {

@@ -571,6 +571,28 @@ func TestIntegrationCheckFlag(t *testing.T) {
 		t.Fatalf("--check with a column _v: exit %d, want 3 and the column and fix named:\n%s", code, p.Log())
 	}
 	e.exec("DROP TABLE meta")
+	// A key template that does not determine the whole primary key fails the check (it used to fail at the
+	// table's first change); one that names every key field (renamed) passes.
+	e.exec("CREATE TABLE kv (k INT, n INT, v INT, PRIMARY KEY (k, n))")
+	for _, c := range []struct {
+		rule string
+		code int
+	}{
+		{`key: "kv:${k}"`, 3},
+		{`key: "kv:${k}:${nn}"` + "\n      columns:\n        rename: {n: nn}", 0},
+	} {
+		path := filepath.Join(t.TempDir(), "binlogsync.yaml")
+		yaml := fmt.Sprintf("tables:\n  rules:\n    - match: \"%s.kv\"\n      %s\n", e.db, c.rule)
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p = e.spawn("--config", path, "--check")
+		if code := p.wait(t, 30*time.Second); code != c.code ||
+			c.code != 0 && !strings.Contains(p.Log(), "tables.rules[].key for "+e.db+".kv") {
+			t.Fatalf("--check with %s: exit %d, want %d and the setting named:\n%s", c.rule, code, c.code, tail(p.Log(), 2000))
+		}
+	}
+	e.exec("DROP TABLE kv")
 	// A server with STATEMENT binlogs fails the check with the fix named.
 	bad := testenv.NewMariaDB(t, testenv.MariaDBOptions{ExtraArgs: []string{"--binlog-format=STATEMENT"}})
 	e2 := newEnv(t, bad, e.rd)

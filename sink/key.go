@@ -28,6 +28,13 @@ type segment struct {
 }
 
 // parseTemplate checks tmpl against t and splits it into segments.
+// CheckKeyTemplate reports whether tmpl is a key template t's rows can use: it parses and it determines the whole
+// primary key (the check Apply makes on a table's first change).
+func CheckKeyTemplate(t *change.Table, tmpl string) error {
+	_, err := parseTemplate(t, tmpl)
+	return err
+}
+
 func parseTemplate(t *change.Table, tmpl string) ([]segment, error) {
 	if tmpl == "" {
 		tmpl = DefaultKeyTemplate

@@ -61,6 +61,9 @@ type PreflightOptions struct {
 	KeyColumns func(db, table string) []string
 	// Columns returns the column rules of db.table (nil: none).
 	Columns func(db, table string) *ColumnRule
+	// KeyTemplate, when set, checks db.table's key template against the fields the table is replicated with and
+	// its key fields (a subset of fields, in key order); an error is fatal.
+	KeyTemplate func(db, table string, fields, key []string) error
 }
 
 // DetectFlavor tells MySQL from MariaDB by VERSION() and @@version_comment.
@@ -145,6 +148,17 @@ func checkColumns(ctx context.Context, db *sql.DB, opts PreflightOptions) []Prob
 		return nil // the stream reports what it cannot handle when it meets it
 	}
 	var out []Problem
+	primary := map[string][]string{}
+	if opts.KeyTemplate != nil {
+		pks, err := queryStrings(ctx, db, `SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+			WHERE INDEX_NAME = 'PRIMARY' AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+			ORDER BY 1, 2, SEQ_IN_INDEX`)
+		if err == nil {
+			for _, r := range pks {
+				primary[r[0]+"."+r[1]] = append(primary[r[0]+"."+r[1]], r[2])
+			}
+		}
+	}
 	matched := make([]bool, len(opts.Tables))
 	checkTable := func(schema, table string, cols [][]string) {
 		for i, g := range opts.Tables {
@@ -163,6 +177,8 @@ func checkColumns(ctx context.Context, db *sql.DB, opts PreflightOptions) []Prob
 		for _, c := range cols {
 			have[c[2]] = true
 		}
+		fieldOf := map[string]string{}
+		var fields []string
 		for _, c := range cols {
 			name, cs := c[2], normalizeCharset(c[3])
 			if rule != nil && (slices.Contains(rule.Exclude, name) || len(rule.Include) > 0 && !slices.Contains(rule.Include, name)) {
@@ -172,6 +188,8 @@ func checkColumns(ctx context.Context, db *sql.DB, opts PreflightOptions) []Prob
 			if rule != nil && rule.Rename[name] != "" {
 				field = rule.Rename[name]
 			}
+			fieldOf[name] = field
+			fields = append(fields, field)
 			if strings.HasPrefix(field, "_") {
 				out = append(out, Problem{Setting: "column " + schema + "." + table + "." + name,
 					Found: fmt.Sprintf("replicated as field %q, which starts with '_'", field),
@@ -183,6 +201,24 @@ func checkColumns(ctx context.Context, db *sql.DB, opts PreflightOptions) []Prob
 					Found: "in character set " + cs + ", which binlogsync cannot convert to UTF-8",
 					Fix: "the stream stops at the table's first change; convert the column to utf8mb4 " +
 						"(ALTER TABLE ... CONVERT TO CHARACTER SET utf8mb4) or leave the table out with tables.exclude"})
+			}
+		}
+		if opts.KeyTemplate != nil {
+			keyCols := primary[schema+"."+table]
+			if rule != nil && len(rule.KeyColumns) > 0 {
+				keyCols = rule.KeyColumns
+			}
+			var key []string
+			for _, k := range keyCols {
+				if f, ok := fieldOf[k]; ok {
+					key = append(key, f)
+				}
+			}
+			if len(key) > 0 && len(key) == len(keyCols) {
+				if err := opts.KeyTemplate(schema, table, fields, key); err != nil {
+					out = append(out, Problem{Setting: "tables.rules[].key for " + schema + "." + table,
+						Found: err.Error(), Fix: "name every key column in the template, or use ${pk}", Fatal: true})
+				}
 			}
 		}
 		if rule == nil {

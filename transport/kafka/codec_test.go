@@ -145,17 +145,18 @@ func TestDecodeErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := map[string]string{
-		"not json":       "hello",
-		"other format":   strings.Replace(string(good), `"format":1`, `"format":2`, 1),
-		"no format":      strings.Replace(string(good), `"format":1,`, ``, 1),
-		"bad op":         strings.Replace(string(good), `"op":"update"`, `"op":"upsert"`, 1),
-		"bad version":    strings.Replace(string(good), `"version":"0001`, `"version":"zz01`, 1),
-		"missing column": strings.Replace(string(good), `"note":""}`, `"x":""}`, 1),
-		"bad b64":        strings.Replace(string(good), `"AP9h"`, `"!!"`, 1),
-		"pk not listed":  strings.Replace(string(good), `"pk":["id"]`, `"pk":["nope"]`, 1),
-		"pk mismatch":    strings.Replace(string(good), `"pk_values":["42"]`, `"pk_values":["43"]`, 1),
-		"number value":   strings.Replace(string(good), `"name":"ann"`, `"name":7`, 1),
-		"bad time":       strings.Replace(string(good), `"2024-05-01T10:00:00Z"`, `"yesterday"`, 1),
+		"not json":        "hello",
+		"other format":    strings.Replace(string(good), `"format":1`, `"format":2`, 1),
+		"no format":       strings.Replace(string(good), `"format":1,`, ``, 1),
+		"bad op":          strings.Replace(string(good), `"op":"update"`, `"op":"upsert"`, 1),
+		"bad version":     strings.Replace(string(good), `"version":"0001`, `"version":"zz01`, 1),
+		"missing column":  strings.Replace(string(good), `"note":""}`, `"x":""}`, 1),
+		"bad b64":         strings.Replace(string(good), `"AP9h"`, `"!!"`, 1),
+		"pk not listed":   strings.Replace(string(good), `"pk":["id"]`, `"pk":["nope"]`, 1),
+		"pk mismatch":     strings.Replace(string(good), `"pk_values":["42"]`, `"pk_values":["43"]`, 1),
+		"number value":    strings.Replace(string(good), `"name":"ann"`, `"name":7`, 1),
+		"bad time":        strings.Replace(string(good), `"2024-05-01T10:00:00Z"`, `"yesterday"`, 1),
+		"metadata column": strings.ReplaceAll(string(good), `"name"`, `"_v"`),
 	}
 	d := NewDecoder()
 	for name, msg := range cases {

@@ -363,6 +363,11 @@ func (d *Decoder) table(db, name []byte, cols, pk [][]byte) (*tableEntry, error)
 		if len(c) == 0 {
 			return nil, fmt.Errorf("%s.%s: empty column name", string(db), string(name))
 		}
+		if c[0] == '_' {
+			// Metadata fields (_v and the like) are never columns: the source refuses such a column at start.
+			return nil, fmt.Errorf("%s.%s: column %q starts with '_', which is reserved for metadata fields; "+
+				"binlogsync's source never publishes such a column", string(db), string(name), string(c))
+		}
 		if _, dup := idx[string(c)]; dup {
 			return nil, fmt.Errorf("%s.%s: column %q listed twice", string(db), string(name), string(c))
 		}
