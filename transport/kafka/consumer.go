@@ -75,6 +75,8 @@ type Consumer struct {
 	client *kafkago.Client
 	dlq    *kafkago.Writer
 	lags   map[topicPartition]partitionLag // partitions applied from recently
+	// applied is set once the sink applied a message: before that an idle fetch may only mean no assignment yet.
+	appliedAny bool
 	// Ready, when set, is called once the first reader is created.
 	Ready func()
 }
@@ -460,11 +462,13 @@ func (c *Consumer) fetch(ctx context.Context, r *kafkago.Reader, wait time.Durat
 }
 
 // idle reports a zero replication lag while every partition this sink reads
-// is caught up (no messages for a second).
+// is caught up (no messages for a second). The lags of partitions nothing came from for staleLagAfter (given to
+// another sink by a rebalance while they lagged) are forgotten first, or an idle sink would never report.
 func (c *Consumer) idle() {
-	if c.cfg.Pipeline == nil || len(c.lags) == 0 {
+	if c.cfg.Pipeline == nil || !c.appliedAny {
 		return
 	}
+	c.recordLags(nil, time.Now())
 	for _, l := range c.lags {
 		if l.lag > 0 {
 			return
@@ -545,6 +549,9 @@ func (c *Consumer) applied(ctx context.Context, b *fetched, st sink.Stats, err e
 // offset order), and forgets the partitions nothing was applied from for staleLagAfter.
 func (c *Consumer) recordLags(msgs []kafkago.Message, now time.Time) {
 	lags := map[topicPartition]int64{}
+	if len(msgs) > 0 {
+		c.appliedAny = true
+	}
 	for i := range msgs {
 		m := &msgs[i]
 		lags[topicPartition{m.Topic, m.Partition}] = max(0, m.HighWaterMark-m.Offset-1)

@@ -40,3 +40,26 @@ func TestRecordLagsForgetsRevokedPartitions(t *testing.T) {
 		t.Fatalf("lag of partition 1 = %v, want 0", got)
 	}
 }
+
+// TestIdleForgetsRevokedPartitions: a sink that lost a lagging partition in a rebalance and then receives nothing
+// reports that it caught up once that partition's lag is stale, instead of a replication lag that grows forever.
+func TestIdleForgetsRevokedPartitions(t *testing.T) {
+	pm := metrics.New(prometheus.NewRegistry(), nil)
+	c := &Consumer{cfg: ConsumerConfig{Pipeline: pm}, lags: map[topicPartition]partitionLag{}}
+	pm.Applied(time.Now().Add(-time.Hour))
+	c.idle()
+	if pm.Lag() < 3000 {
+		t.Fatal("a sink that applied nothing yet reported that it caught up")
+	}
+	c.recordLags([]kafkago.Message{{Topic: "t", Partition: 1, Offset: 10, HighWaterMark: 100}}, time.Now())
+	c.idle()
+	if pm.Lag() < 3000 {
+		t.Fatal("idle reported caught up while a partition it reads lags")
+	}
+	tp := topicPartition{"t", 1}
+	c.lags[tp] = partitionLag{lag: c.lags[tp].lag, at: time.Now().Add(-2 * staleLagAfter)} // revoked since
+	c.idle()
+	if pm.Lag() > 5 {
+		t.Fatalf("idle with only a stale lagging partition left the lag at %.0fs", pm.Lag())
+	}
+}
