@@ -17,6 +17,7 @@ import (
 
 	"github.com/binlogsync/binlogsync/config"
 	"github.com/binlogsync/binlogsync/source"
+	"github.com/binlogsync/binlogsync/transport/kafka"
 )
 
 // OpenMySQL connects a query pool to the source server and resolves the
@@ -153,6 +154,9 @@ func explainKafkaError(cfg *config.Config, err error) error {
 		(errors.Is(err, kafkago.SASLAuthenticationFailed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)):
 		return fmt.Errorf("kafka.sasl: the brokers refused or dropped the %s authentication of user %q (%w); check "+
 			"kafka.sasl.user, kafka.sasl.password and kafka.sasl.mechanism", k.SASL.Mechanism, k.SASL.User, err)
+	case errors.Is(err, kafka.ErrTopicMissing), errors.Is(err, context.Canceled):
+		return err
 	}
-	return err
+	return fmt.Errorf("%w; check kafka.brokers (host:port of brokers this process can reach, as their "+
+		"advertised.listeners name them) and that the brokers are running", err)
 }

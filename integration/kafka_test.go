@@ -230,6 +230,14 @@ func TestKafkaDeadLetterRoleAll(t *testing.T) {
 	if code := p.stop(t, 20*time.Second); code != 0 {
 		t.Fatalf("exit code %d", code)
 	}
+
+	// A sink pointed at no broker names the setting and the fix.
+	e.extra["BINLOGSYNC_KAFKA_BROKERS"] = "127.0.0.1:1"
+	e.extra["BINLOGSYNC_ROLE"] = "sink"
+	p = e.spawn("--config", "../config.example.yaml")
+	if code := p.wait(t, 60*time.Second); code != 3 || !strings.Contains(p.Log(), "check kafka.brokers") {
+		t.Fatalf("a sink with no broker at kafka.brokers: exit %d, want 3 naming the fix:\n%s", code, tail(p.Log(), 2000))
+	}
 }
 
 // proxy forwards TCP connections to a target and can be cut (listener and
