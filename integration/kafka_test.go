@@ -370,9 +370,13 @@ func kafkaBrokerOutage(t *testing.T, mode string) {
 		px.cut()
 	}
 	t.Log("kafka unreachable")
-	waiting := 0.0
+	waiting, sinkErrors := 0.0, 0.0
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(500 * time.Millisecond) {
 		waiting = max(waiting, src.metric(t, "binlogsync_kafka_unacknowledged_messages"))
+		sinkErrors = snk.metric(t, "binlogsync_kafka_consumer_errors_total")
+	}
+	if sinkErrors == 0 || !strings.Contains(snk.Log(), "kafka reader met an error") {
+		t.Errorf("the outage did not show on the sink (binlogsync_kafka_consumer_errors_total %v, or no warning)", sinkErrors)
 	}
 	if mode == "closed" {
 		px.mu.Lock()

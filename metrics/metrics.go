@@ -232,6 +232,7 @@ type Kafka struct {
 	Consumed       prometheus.Counter
 	DeadLetters    prometheus.Counter
 	CommitErrors   prometheus.Counter
+	ConsumerErrors prometheus.Counter
 	ConsumerLag    *prometheus.GaugeVec
 	ProducerUnacks prometheus.GaugeFunc
 }
@@ -255,11 +256,14 @@ func NewKafka(reg prometheus.Registerer, unacked func() float64) *Kafka {
 		CommitErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "binlogsync_kafka_commit_errors_total", Help: "Offset commits that failed (usually a rebalance; the messages are applied again, harmlessly).",
 		}),
+		ConsumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "binlogsync_kafka_consumer_errors_total", Help: "Errors the sink's Kafka reader met and retried (fetches, group joins, brokers unreachable).",
+		}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "binlogsync_kafka_consumer_lag_messages", Help: "Messages in the partition after the newest one this sink applied, by topic and partition.",
 		}, []string{"topic", "partition"}),
 	}
-	reg.MustRegister(k.Produced, k.ProduceErrors, k.Consumed, k.DeadLetters, k.CommitErrors, k.ConsumerLag)
+	reg.MustRegister(k.Produced, k.ProduceErrors, k.Consumed, k.DeadLetters, k.CommitErrors, k.ConsumerErrors, k.ConsumerLag)
 	if unacked != nil {
 		k.ProducerUnacks = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "binlogsync_kafka_unacknowledged_messages", Help: "Messages handed to Kafka and not yet acknowledged.",

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
@@ -77,6 +78,8 @@ type Consumer struct {
 	lags   map[topicPartition]partitionLag // partitions applied from recently
 	// applied is set once the sink applied a message: before that an idle fetch may only mean no assignment yet.
 	appliedAny bool
+	// lastReaderWarn is when readerError last warned (UnixNano).
+	lastReaderWarn atomic.Int64
 	// Ready, when set, is called once the first reader is created.
 	Ready func()
 }
@@ -237,9 +240,7 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 		ReadBackoffMin:         50 * time.Millisecond,
 		ReadBackoffMax:         time.Second,
 		MaxAttempts:            3,
-		ErrorLogger: kafkago.LoggerFunc(func(msg string, args ...any) {
-			c.cfg.Log.Debug("kafka reader: " + fmt.Sprintf(msg, args...))
-		}),
+		ErrorLogger:            kafkago.LoggerFunc(c.readerError),
 	})
 	closed := false
 	closeReader := func() {
@@ -453,6 +454,21 @@ func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []st
 			return nil
 		}
 	}
+}
+
+// readerError counts an error kafka-go's reader met (it retries them) and logs it, at most one warning every
+// 10 s, so that a broker outage shows on the sinks, not only on the source.
+func (c *Consumer) readerError(msg string, args ...any) {
+	if c.cfg.Metrics != nil {
+		c.cfg.Metrics.ConsumerErrors.Inc()
+	}
+	text := "kafka reader: " + fmt.Sprintf(msg, args...)
+	now := time.Now().UnixNano()
+	if last := c.lastReaderWarn.Load(); now-last < int64(10*time.Second) || !c.lastReaderWarn.CompareAndSwap(last, now) {
+		c.cfg.Log.Debug(text)
+		return
+	}
+	c.cfg.Log.Warn("the sink's kafka reader met an error and retries (a rebalance, or brokers unreachable: check kafka.brokers and the brokers if it goes on)", slog.String("error", text))
 }
 
 func (c *Consumer) fetch(ctx context.Context, r *kafkago.Reader, wait time.Duration) (kafkago.Message, error) {
