@@ -1048,11 +1048,14 @@ func TestIntegrationStatementDMLStops(t *testing.T) {
 	e.exec("INSERT INTO users VALUES (1,'row',1,NULL,NOW(6))")
 	e.waitSame("users", 20*time.Second, nil, "id")
 	cn := e.sessions(ctx, 1)[0]
-	if _, err := cn.ExecContext(ctx, "SET SESSION binlog_format = 'STATEMENT'"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cn.ExecContext(ctx, "INSERT INTO users VALUES (2,'statement',2,NULL,NOW(6))"); err != nil {
-		t.Fatal(err)
+	// MIXED: in one transaction, a row change logged as rows (UUID() is unsafe for statements), then one logged
+	// as a statement.
+	for _, q := range []string{"SET SESSION binlog_format = 'MIXED'", "BEGIN",
+		"INSERT INTO users VALUES (10,UUID(),10,NULL,NOW(6))", "INSERT INTO users VALUES (2,'statement',2,NULL,NOW(6))",
+		"COMMIT"} {
+		if _, err := cn.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if code := p.wait(t, 30*time.Second); code != 1 {
 		t.Fatalf("exit code %d, want 1 (stopped at the statement)\n%s", code, tail(p.Log(), 3000))
@@ -1064,6 +1067,9 @@ func TestIntegrationStatementDMLStops(t *testing.T) {
 	}
 	if n, _ := e.rdb.Exists(ctx, e.db+":users:2").Result(); n != 0 {
 		t.Errorf("nothing of the statement can be in Redis")
+	}
+	if n, _ := e.rdb.Exists(ctx, e.db+":users:10").Result(); n != 1 {
+		t.Errorf("the transaction's change logged as rows was not applied before the stop (the restart skips it)")
 	}
 	if want := "--table " + e.db + ".users"; !strings.Contains(p.Log(), want) {
 		t.Errorf("the message should name the table to repair (%q):\n%s", want, tail(p.Log(), 3000))

@@ -629,7 +629,7 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 			st.stmtStop.add(st.statementDMLTable(string(e.Schema), q))
 			if !st.begun { // a group of its own: its end is here
 				st.setPos(endPos)
-				return st.stmtStop.err(st.file, st.pos)
+				return st.stopAtStatement(ctx)
 			}
 			// Inside a transaction: read on to its end, committing nothing.
 		case st.begun:
@@ -727,7 +727,7 @@ func (st *stream) addGTID(e gtidNexter) error {
 // commit marks a transaction boundary at the current position.
 func (st *stream) commit(ctx context.Context) error {
 	if st.stmtStop != nil {
-		return st.stmtStop.err(st.file, st.pos)
+		return st.stopAtStatement(ctx)
 	}
 	st.inTx, st.begun = false, false
 	if st.xa.open { // an XA transaction that ended without XA PREPARE (one phase): its rows are committed
@@ -989,9 +989,6 @@ func (st *stream) rows(ctx context.Context, et replication.EventType, e *replica
 	if ts.skip {
 		return nil
 	}
-	if st.stmtStop != nil {
-		st.stmtStop.add(ts.schema + "." + ts.name)
-	}
 	if !st.inTx { // a server that logs rows without BEGIN (not seen in practice)
 		st.beginTx()
 	}
@@ -1158,12 +1155,32 @@ func (st *stream) statementDMLTable(db, q string) string {
 	return db + "." + table
 }
 
+// stopAtStatement ends the stream at the end of a transaction holding row changes logged as statements (st.pos).
+// What was read before it is handed off first, with the boundary before the transaction: the transactions before
+// it, and its own row-logged changes (it did commit), are applied, while the checkpoint stays before it, so a
+// restart without flags stops here again. The position the error gives skips the transaction, and with it the XA
+// PREPARE of transactions still prepared: their tables are named for the repair too.
+func (st *stream) stopAtStatement(ctx context.Context) error {
+	for _, p := range st.xa.parked {
+		if p.early {
+			continue // applied already
+		}
+		for i := range p.changes {
+			st.stmtStop.add(p.changes[i].Table.FullName())
+		}
+	}
+	if err := st.flush(ctx, true); err != nil {
+		return err
+	}
+	return st.stmtStop.err(st.file, st.pos)
+}
+
 // stmtStop is a transaction holding row changes logged as statements.
 type stmtStop struct {
 	file   string
 	pos    uint32   // where the first such statement starts
 	query  string   // it, as it may be logged
-	tables []string // the replicated tables the transaction changes, "?" for statements naming none clearly
+	tables []string // the replicated tables to repair: the statements', "?" for one naming none clearly
 }
 
 func (s *stmtStop) add(table string) {
@@ -1190,7 +1207,7 @@ func (s *stmtStop) err(file string, end uint32) error {
 	}
 	return permanent(fmt.Errorf("a row change logged as a statement at %s:%d (%s): the session that wrote it ran with "+
 		"binlog_format STATEMENT or MIXED, and binlogsync reads only row events, so going on would lose it. Set binlog_format=ROW globally and keep "+
-		"applications from changing it per session; then repair the tables the transaction changed with %s and "+
+		"applications from changing it per session; then repair the tables those statements changed with %s and "+
 		"start binlogsync after the transaction with --start-file %s --start-pos %d",
 		s.file, s.pos, s.query, how, file, end))
 }
