@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -723,12 +724,45 @@ func TestSplitPK(t *testing.T) {
 		{"::", 2, [][]string{{"", ":"}, {":", ""}}},
 	} {
 		got, ok := splitPK(c.v, c.n)
-		if ok != (c.want != nil) || fmt.Sprint(got) != fmt.Sprint(c.want) {
+		if !ok || fmt.Sprint(got) != fmt.Sprint(c.want) {
 			t.Errorf("splitPK(%q, %d) = %q, %v; want %q", c.v, c.n, got, ok, c.want)
 		}
 	}
 	if _, ok := splitPK(strings.Repeat("a:", 20), 4); ok {
 		t.Errorf("C(20,3) readings should exceed the bound")
+	}
+}
+
+// TestParseKeyReadings: keys whose values hold the template's separators are read every way they can be.
+func TestParseKeyReadings(t *testing.T) {
+	tb := &table{t: &change.Table{DB: "d", Name: "kv", Columns: []string{"a", "v", "b"}, PK: []int{0, 2}}}
+	for _, c := range []struct {
+		template, key string
+		want          string
+	}{
+		{"", "d:kv:x:1:2", "[[x 1:2] [x:1 2]]"},
+		{"kv:${a}:${b}", "kv:x:1:2", "[[x 1:2] [x:1 2]]"},
+		{"kv:${b}/${a}", "kv:p/q/r", "[[q/r p] [r p/q]]"},
+		{"kv:${a}:${b}", "other:x:1", "[]"},
+		{"kv:${a}:${b}", "kv:x", "[]"},
+	} {
+		pat, err := parsePattern("", c.template, tb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readings, _ := pat.parse(c.key, tb)
+		var got [][]string
+		for _, r := range readings {
+			got = append(got, []string{string(r[0]), string(r[1])})
+		}
+		slices.SortFunc(got, func(x, y []string) int { return strings.Compare(x[0], y[0]) })
+		if s := fmt.Sprint(got); s != c.want && !(c.want == "[]" && got == nil) {
+			t.Errorf("%q with %q: %s, want %s", c.key, c.template, s, c.want)
+		}
+	}
+	pat, _ := parsePattern("", "kv:${a}:${b}", tb)
+	if _, ok := pat.parse("kv:"+strings.Repeat(":", 500), tb); ok {
+		t.Errorf("a key of 500 separators should exceed the bound")
 	}
 }
 
@@ -900,7 +934,7 @@ func TestServe(t *testing.T) {
 		!strings.Contains(body, "not a selected table") {
 		t.Fatalf("POST of an unknown table: %d %s, want 400", code, body)
 	}
-	for _, q := range []string{"tabel=" + f.db + ".q", "dry_run=maybe", "dry_run=1&dry_run=0"} {
+	for _, q := range []string{"tabel=" + f.db + ".q", "dry_run=maybe", "dry_run=1&dry_run=0", "dry_run=%zz", "table=" + f.db + ".q&dry_run=1;x"} {
 		if code, body := call("POST", "/reconcile?"+q, "s3cret"); code != http.StatusBadRequest {
 			t.Fatalf("POST /reconcile?%s: %d %s, want 400 (a mistyped dry run must not repair)", q, code, body)
 		}

@@ -80,69 +80,130 @@ func (p *keyPattern) glob() string {
 // maxReadings bounds the readings parse gives of one key; a key with more is left alone.
 const maxReadings = 64
 
-// parse extracts the primary-key values of key: every reading of it, since values holding ':' make ${pk} of a
-// composite key ambiguous ("a:b:c" of two columns is (a, b:c) or (a:b, c)); the row whose key is this one is
-// among them. ok is false when key does not have the pattern's shape, or has more than maxReadings readings.
+// parse extracts the primary-key values of key: every reading of it. Values may hold the template's separators:
+// the default ${pk} of a composite key joins them with ':' ("a:b:c" of two columns is (a, b:c) or (a:b, c)), and
+// a template like "t:${a}:${b}" has the same ambiguity, so every place a separator can fall is tried; the row whose
+// key this is is among the readings. ok is false when key does not have the pattern's shape, or has more than
+// maxReadings readings.
 func (p *keyPattern) parse(key string, tb *table) (readings [][][]byte, ok bool) {
-	pk := make([][]byte, len(tb.t.PK))
 	if !strings.HasPrefix(key, p.lits[0]) {
 		return nil, false
 	}
-	rest := key[len(p.lits[0]):]
-	var whole string // the ${pk} text, split below
-	hasWhole := false
-	for i, name := range p.names {
-		next := p.lits[i+1]
-		var v string
-		if i == len(p.names)-1 {
-			if !strings.HasSuffix(rest, next) {
-				return nil, false
-			}
-			v = rest[:len(rest)-len(next)]
-		} else {
-			j := strings.Index(rest, next)
-			if j < 0 || next == "" {
-				return nil, false
-			}
-			v, rest = rest[:j], rest[j+len(next):]
+	if len(p.names) == 1 && len(tb.t.PK) == 1 && (p.names[0] == "pk" || p.names[0] == tb.t.Columns[tb.t.PK[0]]) {
+		// One placeholder, one key column: one reading (the common case, on every key a SCAN finds).
+		rest := key[len(p.lits[0]):]
+		if !strings.HasSuffix(rest, p.lits[1]) {
+			return nil, false
 		}
+		return [][][]byte{{[]byte(rest[:len(rest)-len(p.lits[1])])}}, true
+	}
+	cols := make([]int, len(p.names)) // the key column of each placeholder, -1 for ${pk}
+	for i, name := range p.names {
+		cols[i] = -1
 		if name == "pk" {
-			whole, hasWhole = v, true
 			continue
 		}
-		found := false
 		for k, c := range tb.t.PK {
 			if tb.t.Columns[c] == name {
-				pk[k], found = []byte(v), true
+				cols[i] = k
 			}
 		}
-		if !found {
+		if cols[i] < 0 {
 			return nil, false
 		}
 	}
-	if !hasWhole {
-		for _, v := range pk {
-			if v == nil {
-				return nil, false
+	pk := make([][]byte, len(tb.t.PK))
+	overflow, steps := false, 0
+	var walk func(i int, rest string)
+	// set assigns v to key column k for the rest of the walk; false when the template gave it another value.
+	set := func(k int, v string) (undo func(), ok bool) {
+		if pk[k] != nil {
+			return func() {}, string(pk[k]) == v
+		}
+		pk[k] = []byte(v)
+		return func() { pk[k] = nil }, true
+	}
+	value := func(i int, v, rest string) {
+		if cols[i] >= 0 {
+			if undo, ok := set(cols[i], v); ok {
+				walk(i+1, rest)
+				undo()
+			}
+			return
+		}
+		splits, ok := splitPK(v, len(tb.t.PK))
+		if !ok {
+			overflow = true
+			return
+		}
+		for _, parts := range splits {
+			var undos []func()
+			good := true
+			for k, part := range parts {
+				undo, ok := set(k, part)
+				undos = append(undos, undo)
+				if !ok {
+					good = false
+					break
+				}
+			}
+			if good {
+				walk(i+1, rest)
+			}
+			for _, undo := range slices.Backward(undos) {
+				undo()
 			}
 		}
-		return [][][]byte{pk}, true
 	}
-	splits, ok := splitPK(whole, len(tb.t.PK))
-	if !ok {
-		return nil, false
-	}
-	for _, parts := range splits {
-		r := slices.Clone(pk)
-		for k, s := range parts {
-			r[k] = []byte(s)
+	walk = func(i int, rest string) {
+		if overflow {
+			return
 		}
-		readings = append(readings, r)
+		if steps++; steps > maxReadings*64 {
+			overflow = true // a key made of separators: not worth the search
+			return
+		}
+		if i == len(p.names) {
+			if rest != "" || slices.ContainsFunc(pk, func(v []byte) bool { return v == nil }) {
+				return
+			}
+			if len(readings) == maxReadings {
+				overflow = true
+				return
+			}
+			r := make([][]byte, len(pk))
+			copy(r, pk)
+			readings = append(readings, r)
+			return
+		}
+		next := p.lits[i+1]
+		if i == len(p.names)-1 {
+			if strings.HasSuffix(rest, next) {
+				value(i, rest[:len(rest)-len(next)], "")
+			}
+			return
+		}
+		if next == "" {
+			return // two placeholders side by side: no way to tell where one ends
+		}
+		for j := 0; ; {
+			k := strings.Index(rest[j:], next)
+			if k < 0 {
+				return
+			}
+			value(i, rest[:j+k], rest[j+k+len(next):])
+			j += k + 1
+		}
+	}
+	walk(0, key[len(p.lits[0]):])
+	if overflow || len(readings) == 0 {
+		return nil, false
 	}
 	return readings, true
 }
 
-// splitPK gives every way of cutting v at n-1 of its colons, at most maxReadings of them.
+// splitPK gives every way of cutting v at n-1 of its colons (none when it has fewer); ok is false when there are
+// more than maxReadings.
 func splitPK(v string, n int) ([][]string, bool) {
 	var colons []int
 	for i := range len(v) {
@@ -151,7 +212,7 @@ func splitPK(v string, n int) ([][]string, bool) {
 		}
 	}
 	if len(colons) < n-1 {
-		return nil, false
+		return nil, true
 	}
 	var out [][]string
 	cut := make([]int, 0, n-1)

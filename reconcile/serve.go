@@ -119,7 +119,17 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 				w.Header().Set("Content-Type", "application/json")
 				_ = json.NewEncoder(w).Encode(st)
 			case http.MethodPost:
-				rq, err := parseRequest(req.URL.Query())
+				q, err := url.ParseQuery(req.URL.RawQuery)
+				if err != nil {
+					http.Error(w, "malformed query string: "+err.Error(), http.StatusBadRequest)
+					return
+				}
+				if n, _ := req.Body.Read(make([]byte, 1)); n > 0 {
+					http.Error(w, "POST /reconcile takes its parameters in the query string, not in the body",
+						http.StatusBadRequest)
+					return
+				}
+				rq, err := parseRequest(q)
 				if err != nil {
 					http.Error(w, err.Error(), http.StatusBadRequest)
 					return
