@@ -27,7 +27,6 @@ type segment struct {
 	col  int // index into Table.Columns, for segCol
 }
 
-// parseTemplate checks tmpl against t and splits it into segments.
 // CheckKeyTemplate reports whether tmpl is a key template t's rows can use: it parses and it determines the whole
 // primary key (the check Apply makes on a table's first change).
 func CheckKeyTemplate(t *change.Table, tmpl string) error {
@@ -35,6 +34,7 @@ func CheckKeyTemplate(t *change.Table, tmpl string) error {
 	return err
 }
 
+// parseTemplate checks tmpl against t and splits it into segments.
 func parseTemplate(t *change.Table, tmpl string) ([]segment, error) {
 	if tmpl == "" {
 		tmpl = DefaultKeyTemplate

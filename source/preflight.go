@@ -205,7 +205,7 @@ func checkColumns(ctx context.Context, db *sql.DB, opts PreflightOptions) []Prob
 		}
 		if opts.KeyTemplate != nil {
 			keyCols := primary[schema+"."+table]
-			if rule != nil && len(rule.KeyColumns) > 0 {
+			if len(keyCols) == 0 && rule != nil { // key_columns stand in for a missing primary key only, as in the stream
 				keyCols = rule.KeyColumns
 			}
 			var key []string
