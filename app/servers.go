@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"runtime"
 	"strings"
 	"time"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/binlogsync/binlogsync/config"
 	"github.com/binlogsync/binlogsync/source"
-	"github.com/binlogsync/binlogsync/transport/kafka"
 )
 
 // OpenMySQL connects a query pool to the source server and resolves the
@@ -154,8 +154,10 @@ func explainKafkaError(cfg *config.Config, err error) error {
 		(errors.Is(err, kafkago.SASLAuthenticationFailed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)):
 		return fmt.Errorf("kafka.sasl: the brokers refused or dropped the %s authentication of user %q (%w); check "+
 			"kafka.sasl.user, kafka.sasl.password and kafka.sasl.mechanism", k.SASL.Mechanism, k.SASL.User, err)
-	case errors.Is(err, kafka.ErrTopicMissing), errors.Is(err, context.Canceled):
-		return err
+	}
+	var netErr net.Error
+	if !errors.As(err, &netErr) && !strings.Contains(err.Error(), "dial") {
+		return err // the brokers answered (authorization, a missing topic, ...): the error says what
 	}
 	return fmt.Errorf("%w; check kafka.brokers (host:port of brokers this process can reach, as their "+
 		"advertised.listeners name them) and that the brokers are running", err)

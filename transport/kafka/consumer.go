@@ -78,8 +78,8 @@ type Consumer struct {
 	lags   map[topicPartition]partitionLag // partitions applied from recently
 	// applied is set once the sink applied a message: before that an idle fetch may only mean no assignment yet.
 	appliedAny bool
-	// lastReaderWarn is when readerError last warned (UnixNano).
-	lastReaderWarn atomic.Int64
+	// lastReaderWarn is when readerError last warned, lastReaderErr when it was last called (UnixNano).
+	lastReaderWarn, lastReaderErr atomic.Int64
 	// Ready, when set, is called once the first reader is created.
 	Ready func()
 }
@@ -464,6 +464,7 @@ func (c *Consumer) readerError(msg string, args ...any) {
 	}
 	text := "kafka reader: " + fmt.Sprintf(msg, args...)
 	now := time.Now().UnixNano()
+	c.lastReaderErr.Store(now)
 	if last := c.lastReaderWarn.Load(); now-last < int64(10*time.Second) || !c.lastReaderWarn.CompareAndSwap(last, now) {
 		c.cfg.Log.Debug(text)
 		return
@@ -483,6 +484,9 @@ func (c *Consumer) fetch(ctx context.Context, r *kafkago.Reader, wait time.Durat
 func (c *Consumer) idle() {
 	if c.cfg.Pipeline == nil || !c.appliedAny {
 		return
+	}
+	if time.Since(time.Unix(0, c.lastReaderErr.Load())) < readerErrorQuiet {
+		return // nothing came because the brokers cannot be read (not because the sink caught up): the lag grows
 	}
 	c.recordLags(nil, time.Now())
 	for _, l := range c.lags {
@@ -591,6 +595,9 @@ func (c *Consumer) recordLags(msgs []kafkago.Message, now time.Time) {
 		}
 	}
 }
+
+// readerErrorQuiet is how long after an error of the reader an idle fetch is not taken for caught up.
+const readerErrorQuiet = 10 * time.Second
 
 // staleLagAfter is how long a partition's lag is kept without a message from it (see apply).
 const staleLagAfter = 30 * time.Second

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func TestRecordLagsForgetsRevokedPartitions(t *testing.T) {
 // reports that it caught up once that partition's lag is stale, instead of a replication lag that grows forever.
 func TestIdleForgetsRevokedPartitions(t *testing.T) {
 	pm := metrics.New(prometheus.NewRegistry(), nil)
-	c := &Consumer{cfg: ConsumerConfig{Pipeline: pm}, lags: map[topicPartition]partitionLag{}}
+	c := &Consumer{cfg: ConsumerConfig{Common: Common{Log: slog.New(slog.DiscardHandler)}, Pipeline: pm}, lags: map[topicPartition]partitionLag{}}
 	pm.Applied(time.Now().Add(-time.Hour))
 	c.idle()
 	if pm.Lag() < 3000 {
@@ -58,6 +59,12 @@ func TestIdleForgetsRevokedPartitions(t *testing.T) {
 	}
 	tp := topicPartition{"t", 1}
 	c.lags[tp] = partitionLag{lag: c.lags[tp].lag, at: time.Now().Add(-2 * staleLagAfter)} // revoked since
+	c.readerError("fetching: %v", "connection refused")                                    // brokers unreachable: idle says nothing
+	c.idle()
+	if pm.Lag() < 3000 {
+		t.Fatal("idle reported caught up right after the reader failed to reach the brokers")
+	}
+	c.lastReaderErr.Store(time.Now().Add(-2 * readerErrorQuiet).UnixNano())
 	c.idle()
 	if pm.Lag() > 5 {
 		t.Fatalf("idle with only a stale lagging partition left the lag at %.0fs", pm.Lag())
