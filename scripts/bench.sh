@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 pattern=${1:-'^Benchmark(Drain|Steady|Kafka)'}
 export BENCH_OUT=${BENCH_OUT:-/tmp/binlogsync-bench}
 mkdir -p "$BENCH_OUT"
-scripts/install-deps.sh
+scripts/install-deps.sh percona-toolkit  # pt-table-checksum, beside BenchmarkReconcile
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(. /etc/os-release && echo "$PRETTY_NAME"), $(go version | cut -d' ' -f3)"
 echo "== $(mariadbd --version 2>/dev/null || /usr/sbin/mariadbd --version) / $(redis-server --version | cut -d' ' -f1-3)"
