@@ -76,7 +76,7 @@ type Consumer struct {
 	client *kafkago.Client
 	dlq    *kafkago.Writer
 	lags   map[topicPartition]partitionLag // partitions applied from recently
-	// applied is set once the sink applied a message: before that an idle fetch may only mean no assignment yet.
+	// appliedAny is set once the sink applied a message: before that an idle fetch may only mean no assignment yet.
 	appliedAny bool
 	// lastReaderWarn is when readerError last warned, lastReaderErr when it was last called (UnixNano).
 	lastReaderWarn, lastReaderErr atomic.Int64
