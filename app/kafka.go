@@ -118,6 +118,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			MaxBatch:        max(cfg.Sink.BatchRows*2, 1),
 			ShutdownTimeout: cfg.ShutdownTimeout,
 			Pipeline:        m,
+			Selected:        cfg.TableSelected,
 		}, snk)
 		if err != nil {
 			return exitErr(ExitConfig, err)

@@ -233,6 +233,7 @@ type Kafka struct {
 	DeadLetters    prometheus.Counter
 	CommitErrors   prometheus.Counter
 	ConsumerErrors prometheus.Counter
+	Ignored        *prometheus.CounterVec
 	ConsumerLag    *prometheus.GaugeVec
 	ProducerUnacks prometheus.GaugeFunc
 }
@@ -259,11 +260,15 @@ func NewKafka(reg prometheus.Registerer, unacked func() float64) *Kafka {
 		ConsumerErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "binlogsync_kafka_consumer_errors_total", Help: "Errors the sink's Kafka reader met and retried (fetches, group joins, brokers unreachable).",
 		}),
+		Ignored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "binlogsync_kafka_ignored_messages_total",
+			Help: "Messages of tables outside the sink's tables.include/exclude, committed without being applied, by table.",
+		}, []string{"table"}),
 		ConsumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "binlogsync_kafka_consumer_lag_messages", Help: "Messages in the partition after the newest one this sink applied, by topic and partition.",
 		}, []string{"topic", "partition"}),
 	}
-	reg.MustRegister(k.Produced, k.ProduceErrors, k.Consumed, k.DeadLetters, k.CommitErrors, k.ConsumerErrors, k.ConsumerLag)
+	reg.MustRegister(k.Produced, k.ProduceErrors, k.Consumed, k.DeadLetters, k.CommitErrors, k.ConsumerErrors, k.Ignored, k.ConsumerLag)
 	if unacked != nil {
 		k.ProducerUnacks = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "binlogsync_kafka_unacknowledged_messages", Help: "Messages handed to Kafka and not yet acknowledged.",

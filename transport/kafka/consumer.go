@@ -65,6 +65,10 @@ type ConsumerConfig struct {
 	// TopicCheckInterval is how often the per-table topics are listed again, to read the topics of tables that
 	// appeared since (default 30s).
 	TopicCheckInterval time.Duration
+	// Selected, when set, reports whether this sink replicates db.table (its tables.include and exclude). The
+	// messages of other tables are committed without being applied, counted in
+	// binlogsync_kafka_ignored_messages_total and logged once per table.
+	Selected func(db, table string) bool
 }
 
 // Consumer reads the change topics as a member of a consumer group, applies
@@ -82,6 +86,10 @@ type Consumer struct {
 	lastReaderWarn, lastReaderErr atomic.Int64
 	// Ready, when set, is called once the first reader is created.
 	Ready func()
+	// selected caches Selected per decoded table; ignored holds the tables whose messages were ignored, to log
+	// each once. Used by decode only.
+	selected map[*change.Table]bool
+	ignored  map[string]bool
 }
 
 // NewConsumer builds a Consumer applying through a.
@@ -515,11 +523,47 @@ func (c *Consumer) decode(b *fetched) {
 				slog.String("reason", err.Error()), slog.String("dead_letter_topic", c.cfg.DeadLetterTopic))
 			continue
 		}
+		if !c.replicates(ch.Table) {
+			continue
+		}
 		if ch.CommitTime.After(b.eventTime) {
 			b.eventTime = ch.CommitTime
 		}
 		b.changes = append(b.changes, ch)
 	}
+}
+
+// replicates reports whether this sink applies the messages of t (ConsumerConfig.Selected). It counts a message
+// it does not, and logs the table's first.
+func (c *Consumer) replicates(t *change.Table) bool {
+	if c.cfg.Selected == nil {
+		return true
+	}
+	sel, ok := c.selected[t]
+	if !ok {
+		if c.selected == nil {
+			c.selected = map[*change.Table]bool{}
+		}
+		sel = c.cfg.Selected(t.DB, t.Name)
+		c.selected[t] = sel
+	}
+	if sel {
+		return true
+	}
+	name := t.DB + "." + t.Name
+	if c.cfg.Metrics != nil {
+		c.cfg.Metrics.Ignored.WithLabelValues(name).Inc()
+	}
+	if c.ignored[name] {
+		return false
+	}
+	if c.ignored == nil {
+		c.ignored = map[string]bool{}
+	}
+	c.ignored[name] = true
+	c.cfg.Log.Warn("ignoring the kafka messages of a table this sink does not replicate (tables.include and "+
+		"tables.exclude of its configuration); include the table to apply them", slog.String("table", name))
+	return false
 }
 
 // handle applies and dead-letters one decoded batch; its offsets may be
