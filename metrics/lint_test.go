@@ -53,6 +53,7 @@ func gatherAll(t *testing.T) map[string]*dto.MetricFamily {
 
 	k := metrics.NewKafka(reg, func() float64 { return 0 })
 	k.ConsumerLag.WithLabelValues("binlogsync", "0").Set(0)
+	k.Ignored.WithLabelValues("shop.users").Inc()
 
 	r := reconcile.NewMetrics(reg, func() time.Time { return time.Unix(1000, 0) })
 	r.DriftFound.WithLabelValues("shop.users", reconcile.KindMissing).Inc()
