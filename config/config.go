@@ -405,6 +405,9 @@ type Reconcile struct {
 	// fields instead of trusting the row hashes cached by earlier passes;
 	// 0 = every pass is full. Default 24h.
 	FullEvery time.Duration `yaml:"full_every"`
+	// SchemaCheck is how often `reconciler serve` compares the tables' columns with the ones of their last pass,
+	// to reconcile a table right after an ALTER TABLE changed its columns; 0 = never. Default 1m.
+	SchemaCheck time.Duration `yaml:"schema_check"`
 	// ScanOrphans makes cached scheduled passes also SCAN each table's key
 	// pattern for keys written outside the pipeline (full passes always do).
 	// Default false.
@@ -477,6 +480,7 @@ func defaults() *Config {
 			ChunkTarget: 50 * time.Millisecond,
 			Repair:      true,
 			FullEvery:   24 * time.Hour,
+			SchemaCheck: time.Minute,
 			HTTPAddr:    "127.0.0.1:9091",
 			StateKey:    "binlogsync:reconcile",
 		},

@@ -362,6 +362,12 @@ func (r *Reconciler) runTable(ctx context.Context, st *stateStore, name string, 
 		return &prog.Report, nil
 	}
 	db, tname, _ := cut(name)
+	// The signature is read before the table: an ALTER TABLE between the two leaves the older one, so the change
+	// is noticed again.
+	sigs, err := columnSignatures(ctx, r.cfg.DB, db, tname)
+	if err != nil {
+		return nil, err
+	}
 	tb, err := loadTable(ctx, r.cfg.DB, db, tname, r.cfg.Table(db, tname))
 	if err != nil {
 		if errors.Is(err, ErrUnsupported) {
@@ -403,6 +409,11 @@ func (r *Reconciler) runTable(ctx context.Context, st *stateStore, name string, 
 	}
 	if err := st.tableDone(ctx, tr); err != nil {
 		return tr, err
+	}
+	if sig := sigs[name]; sig != "" {
+		if err := st.set(ctx, columnsField(name), sig); err != nil {
+			return tr, err
+		}
 	}
 	r.log.InfoContext(ctx, "table reconciled", slog.String("table", name), slog.Int64("rows", tr.Rows),
 		slog.Int64("ranges_differed", tr.RangesDiffered), slog.Int64("missing", tr.Missing.Found),

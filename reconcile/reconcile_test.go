@@ -7,12 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -1048,4 +1050,86 @@ func TestSortIntKeys(t *testing.T) {
 			t.Fatalf("position %d: key %s hash %d, want %s hash %d", i, pks[i][0], hashes[i], w, byKey[w])
 		}
 	}
+}
+
+// TestServeAfterAlterTable: the stream writes only the rows that change, so after ALTER TABLE the rows written
+// before it keep their old shape in Redis. Serve notices the changed columns and reconciles the table at once, not
+// at its interval (an hour here), and does not start pass after pass on a table whose pass cannot finish.
+func TestServeAfterAlterTable(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO s VALUES (1, 'a'), (2, 'b')",
+		"CREATE TABLE u (id INT PRIMARY KEY, w INT)", "INSERT INTO u VALUES (1, 1)")
+	r := f.reconciler(100)
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs syncLog
+	r.log = slog.New(slog.NewTextHandler(&logs, nil))
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Serve(ctx, ServeOptions{Interval: func(string) time.Duration { return time.Hour },
+			SchemaCheck: 100 * time.Millisecond})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	bg := context.Background()
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 30 s\n%s", what, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	key := f.db + ":s:1"
+	waitFor("the first pass", func() bool { return f.rdb.HGet(bg, key, "v").Val() == "a" })
+	passes := func() int { return strings.Count(logs.String(), "reconcile pass finished") }
+	waitFor("the first pass's end", func() bool { return passes() == 1 })
+
+	f.exec("ALTER TABLE s ADD COLUMN c INT NOT NULL DEFAULT 7")
+	waitFor("the new column in Redis", func() bool {
+		return f.rdb.HGet(bg, key, "c").Val() == "7" && f.rdb.HGet(bg, f.db+":s:2", "c").Val() == "7"
+	})
+	if !strings.Contains(logs.String(), "the columns of a table changed") || !strings.Contains(logs.String(), "table="+f.db+".s") {
+		t.Errorf("the triggered pass was not logged with its table:\n%s", logs.String())
+	}
+	f.exec("ALTER TABLE s CHANGE v vv VARCHAR(20)")
+	waitFor("the renamed column in Redis", func() bool {
+		m := f.rdb.HGetAll(bg, key).Val()
+		return m["vv"] == "a" && m["v"] == ""
+	})
+	if u := f.rdb.HGetAll(bg, f.db+":u:1").Val(); u["w"] != "1" {
+		t.Errorf("the unchanged table's row: %v", u)
+	}
+
+	// A table that lost its primary key is skipped by every pass: one pass for the change, not one a tick.
+	waitFor("the passes' end", func() bool { return passes() == 3 })
+	f.exec("ALTER TABLE u DROP PRIMARY KEY")
+	waitFor("the pass after DROP PRIMARY KEY", func() bool { return passes() == 4 })
+	time.Sleep(time.Second)
+	if n := passes(); n != 4 {
+		t.Fatalf("%d passes after the table lost its primary key, want 4 (one for the change)\n%s", n, logs.String())
+	}
+}
+
+// syncLog is a log destination the reconciler's goroutines and the test share.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncLog) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -41,6 +41,10 @@ type ServeOptions struct {
 	FullEvery time.Duration
 	// Listening, when set, is called with the HTTP server's address once it listens.
 	Listening func(addr string)
+	// SchemaCheck is how often the tables' columns are compared with the ones of their last pass (see
+	// ColumnsChanged): a table an ALTER TABLE changed is reconciled then, not at its interval. Default 1m;
+	// negative: never.
+	SchemaCheck time.Duration
 }
 
 // request is a pass asked for over HTTP.
@@ -67,6 +71,9 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 	}
 	if opts.FullEvery == 0 {
 		opts.FullEvery = 24 * time.Hour
+	}
+	if opts.SchemaCheck == 0 {
+		opts.SchemaCheck = time.Minute
 	}
 	if verified, err := r.Verified(ctx); err == nil {
 		full, _ := r.FullyVerified(ctx)
@@ -182,8 +189,17 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 	// attempted holds when each table was last in a finished pass, verified or not: a table the pass skips (no
 	// primary key) is not due again before its interval, or the schedule would run pass after pass on it.
 	attempted := map[string]time.Time{}
+	// altered holds, per table, the column signature a pass was started for because it changed: a table whose
+	// pass fails or skips it is not started again for the same signature.
+	altered := map[string]string{}
 	for {
 		due, next, err := r.due(ctx, opts.Interval, attempted)
+		if err == nil && opts.SchemaCheck > 0 {
+			due = r.dueAltered(ctx, due, altered)
+			if check := time.Now().Add(opts.SchemaCheck); check.Before(next) {
+				next = check
+			}
+		}
 		if err != nil {
 			r.log.Warn("reading the schedule failed", slog.String("error", err.Error()))
 			next = time.Now().Add(time.Minute)
@@ -273,6 +289,34 @@ func (r *Reconciler) due(ctx context.Context, interval func(string) time.Duratio
 	}
 	sort.Strings(due)
 	return due, next, nil
+}
+
+// dueAltered adds to due the tables whose columns changed since their last pass (ColumnsChanged), once per
+// signature.
+func (r *Reconciler) dueAltered(ctx context.Context, due []string, altered map[string]string) []string {
+	changed, sigs, err := r.ColumnsChanged(ctx)
+	if err != nil {
+		r.log.Warn("checking the tables' columns failed", slog.String("error", err.Error()))
+		return due
+	}
+	if len(changed) == 0 {
+		return due
+	}
+	tables, err := r.Tables(ctx)
+	if err != nil {
+		return due
+	}
+	for _, t := range changed {
+		if altered[t] == sigs[t] || slices.Contains(due, t) || !slices.Contains(tables, t) {
+			continue
+		}
+		altered[t] = sigs[t]
+		r.log.Info("the columns of a table changed since its last pass (ALTER TABLE); reconciling it now, so that "+
+			"its rows written before the change take the new shape", slog.String("table", t))
+		due = append(due, t)
+	}
+	sort.Strings(due)
+	return due
 }
 
 // fullRecently reports whether every table had a full pass within every (so the next pass may use cached hashes).

@@ -120,8 +120,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 				}
 				return r.Redis.Ping(ctx).Err()
 			},
-			Pass:      reconcile.PassOptions{ScanOrphans: *scan || cfg.Reconcile.ScanOrphans},
-			FullEvery: fullInterval(full),
+			Pass:        reconcile.PassOptions{ScanOrphans: *scan || cfg.Reconcile.ScanOrphans},
+			FullEvery:   fullInterval(full),
+			SchemaCheck: schemaCheck(cfg.Reconcile.SchemaCheck),
 		})
 		if err != nil {
 			return fail(stderr, err)
@@ -182,6 +183,14 @@ func tableInterval(cfg *config.Config) func(string) time.Duration {
 		}
 		return cfg.Reconcile.Interval
 	}
+}
+
+// schemaCheck maps reconcile.schema_check to ServeOptions.SchemaCheck: 0 means never.
+func schemaCheck(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }
 
 // fullInterval maps --full-every to ServeOptions.FullEvery: 0 or negative means every pass is full.

@@ -561,8 +561,9 @@ func (c *Consumer) replicates(t *change.Table) bool {
 		c.ignored = map[string]bool{}
 	}
 	c.ignored[name] = true
-	c.cfg.Log.Warn("ignoring the kafka messages of a table this sink does not replicate (tables.include and "+
-		"tables.exclude of its configuration); include the table to apply them", slog.String("table", name))
+	c.cfg.Log.Warn("ignoring the kafka messages of a table this sink's tables.include/exclude do not select; to "+
+		"apply them, include the table, restart the sink and run `reconciler run --table` for the rows it ignored",
+		slog.String("table", name))
 	return false
 }
 
