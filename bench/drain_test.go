@@ -24,6 +24,7 @@ import (
 
 	"github.com/binlogsync/binlogsync/app"
 	"github.com/binlogsync/binlogsync/config"
+	"github.com/binlogsync/binlogsync/internal/testenv"
 )
 
 // drainResult is one drain of a backlog into an empty Redis.
@@ -73,7 +74,7 @@ func (e *benv) writeUsec() float64 {
 type proc struct {
 	b     *testing.B
 	cmd   *exec.Cmd
-	log   logBuf
+	log   testenv.LogBuffer
 	done  chan struct{}
 	start time.Time
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/internal/testenv"
 )
 
 const (
@@ -257,7 +259,7 @@ func (e *benv) perfRecord(pid, name string) func() {
 	}
 	out := filepath.Join(outDir, name+".perf.data")
 	cmd := exec.Command(path, "record", "-F", "499", "-g", "-o", out, "-p", pid)
-	var log logBuf
+	var log testenv.LogBuffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
 		e.b.Logf("perf record: %v", err)

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -1061,7 +1060,7 @@ func TestServeAfterAlterTable(t *testing.T) {
 		"CREATE TABLE u (id INT PRIMARY KEY, w INT)", "INSERT INTO u VALUES (1, 1)")
 	r := f.reconciler(100)
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncLog
+	var logs testenv.LogBuffer
 	r.log = slog.New(slog.NewTextHandler(&logs, nil))
 	done := make(chan error, 1)
 	go func() {
@@ -1114,22 +1113,4 @@ func TestServeAfterAlterTable(t *testing.T) {
 	if n := passes(); n != 4 {
 		t.Fatalf("%d passes after the table lost its primary key, want 4 (one for the change)\n%s", n, logs.String())
 	}
-}
-
-// syncLog is a log destination the reconciler's goroutines and the test share.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncLog) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncLog) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -14,26 +13,9 @@ import (
 	kafkago "github.com/segmentio/kafka-go"
 
 	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/internal/testenv"
 	"github.com/binlogsync/binlogsync/metrics"
 )
-
-// syncBuffer is a log destination the consumer's goroutines and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestConsumerIgnoresTablesNotSelected checks that a sink whose configuration does not select a table commits that
 // table's messages without applying them, counts them per table and logs the table once.
@@ -41,7 +23,7 @@ func TestConsumerIgnoresTablesNotSelected(t *testing.T) {
 	brokers := newCluster(t, "changes", "dlq")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	km := metrics.NewKafka(prometheus.NewRegistry(), nil)
 	common := Common{Brokers: brokers, Topic: "changes", Log: slog.New(slog.NewTextHandler(&logs, nil)), Metrics: km}
 	kept := &change.Table{DB: "d", Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
