@@ -533,6 +533,7 @@ func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, m 
 	if m != nil {
 		onRetry = m.RedisRetries.Inc
 	}
+	sinkLog := log.With(slog.String("component", "sink"))
 	return sink.New(rdb, sink.Options{
 		OnRetry:      onRetry,
 		DeadLetter:   dead,
@@ -540,7 +541,13 @@ func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, m 
 		Lanes:        cfg.Sink.Lanes,
 		RowsPerCall:  cfg.Sink.RowsPerCall,
 		TombstoneTTL: cfg.Sink.TombstoneTTL,
-		Logger:       log.With(slog.String("component", "sink")),
+		Logger:       sinkLog,
+		ColumnsChanged: func(table string, before, after []string) {
+			sinkLog.Warn("the columns of a table changed (ALTER TABLE): its rows written before keep their old "+
+				"fields in Redis until they change; `reconciler serve` reconciles the table within "+
+				"reconcile.schema_check, or run `reconciler run --table "+table+"`", slog.String("table", table),
+				slog.Any("columns_before", before), slog.Any("columns", after))
+		},
 		Table: func(t *change.Table) (sink.TableOptions, error) {
 			r := cfg.Rule(t.DB, t.Name)
 			if r == nil {

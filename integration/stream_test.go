@@ -310,6 +310,9 @@ func TestIntegrationDDLMidStream(t *testing.T) {
 			// final state must have the new shape everywhere.
 			e.exec("UPDATE t SET bb = bb + 1")
 			e.waitSame("t", 30*time.Second, nil, "id")
+			if !strings.Contains(p.Log(), "the columns of a table changed") {
+				t.Errorf("the changed columns were not logged (rows written before an ALTER keep their old fields)")
+			}
 			p.stop(t, 15*time.Second)
 		})
 	}

@@ -76,6 +76,10 @@ type Options struct {
 	DeadLetter func(ctx context.Context, c change.Change, reason error) error
 	// Logger receives retry warnings (default slog.Default()).
 	Logger *slog.Logger
+	// ColumnsChanged, when set, is called (under the sink's lock: it must not call the sink) when a table arrives
+	// with a column list other than the one before, once per new list: an ALTER TABLE writes no row events, so the
+	// rows written before it keep their old fields in Redis.
+	ColumnsChanged func(table string, before, after []string)
 	// OnRetry, when set, is called at each retry as it is decided, so that a metric moves while Redis is down
 	// (Stats.Retries only reaches the caller once the batch is applied).
 	OnRetry func()
@@ -128,6 +132,8 @@ type Sink struct {
 
 	mu     sync.Mutex
 	tables map[string]*tableState // by Table.FullName
+	// shapes holds, per table, the column lists seen (joined with NUL), to report a table's new columns once.
+	shapes map[string]map[string]bool
 
 	// noRestoreUntil is when RESTORE may be tried again after Redis refused it (dump.go), in Unix nanoseconds; 0
 	// when it was never refused. Until then hash rows are written with HSET.
@@ -207,8 +213,9 @@ func (s *Sink) CheckTable(t *change.Table) error {
 func (s *Sink) table(t *change.Table) (*tableState, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if ts := s.tables[t.FullName()]; ts != nil && ts.table == t {
-		return ts, nil
+	prev := s.tables[t.FullName()]
+	if prev != nil && prev.table == t {
+		return prev, nil
 	}
 	var to TableOptions
 	if s.opts.Table != nil {
@@ -247,7 +254,33 @@ func (s *Sink) table(t *change.Table) (*tableState, error) {
 	}
 	ts.ttlArg = ts.ttl
 	s.tables[t.FullName()] = ts
+	s.noteShape(t, prev)
 	return ts, nil
+}
+
+// noteShape calls Options.ColumnsChanged when t's columns differ from the ones before (prev: the table's last
+// definition), once per column list: changes of both lists may interleave (Kafka partitions).
+func (s *Sink) noteShape(t *change.Table, prev *tableState) {
+	if s.opts.ColumnsChanged == nil {
+		return
+	}
+	name := t.FullName()
+	shape := strings.Join(t.Columns, "\x00")
+	if s.shapes == nil {
+		s.shapes = map[string]map[string]bool{}
+	}
+	seen := s.shapes[name]
+	if seen == nil {
+		seen = map[string]bool{}
+		s.shapes[name] = seen
+	}
+	if seen[shape] {
+		return
+	}
+	seen[shape] = true
+	if prev != nil && !slices.Equal(prev.table.Columns, t.Columns) {
+		s.opts.ColumnsChanged(name, prev.table.Columns, t.Columns)
+	}
 }
 
 // Key returns the key of row of table t.

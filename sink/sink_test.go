@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -690,5 +691,27 @@ func TestKeyIndex(t *testing.T) {
 	want := map[string]bool{"shop:codes:a": true, "shop:codes:d": true, "shop:codes:foreign": true}
 	if !maps.Equal(members, want) {
 		t.Fatalf("index members %v, want %v", members, want)
+	}
+}
+
+// TestColumnsChanged: a table whose columns changed (ALTER TABLE) is reported once per new column list, even
+// when changes of both lists interleave (Kafka partitions), and not when a table's definition is read again with
+// the same columns.
+func TestColumnsChanged(t *testing.T) {
+	var got []string
+	s := newSink(t, sharedClient(t), Options{ColumnsChanged: func(table string, before, after []string) {
+		got = append(got, fmt.Sprint(table, before, after))
+	}})
+	v1 := &change.Table{DB: "d", Name: "t", Columns: []string{"id", "a"}, PK: []int{0}}
+	same := &change.Table{DB: "d", Name: "t", Columns: []string{"id", "a"}, PK: []int{0}}
+	v2 := &change.Table{DB: "d", Name: "t", Columns: []string{"id", "a", "b"}, PK: []int{0}}
+	other := &change.Table{DB: "d", Name: "u", Columns: []string{"id"}, PK: []int{0}}
+	for _, tb := range []*change.Table{v1, other, same, v2, v1, v2, same} {
+		if err := s.CheckTable(tb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"d.t[id a] [id a b]"}; !slices.Equal(got, want) {
+		t.Fatalf("reported %q, want %q", got, want)
 	}
 }
