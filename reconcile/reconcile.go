@@ -410,7 +410,8 @@ func (r *Reconciler) runTable(ctx context.Context, st *stateStore, name string, 
 	if err := st.tableDone(ctx, tr); err != nil {
 		return tr, err
 	}
-	if sig := sigs[name]; sig != "" {
+	// The columns are recorded once the table's rows have the shape they give: not by a dry run that found drift.
+	if sig := sigs[name]; sig != "" && (!run.dry || tr.Drift() == 0) {
 		if err := st.set(ctx, columnsField(name), sig); err != nil {
 			return tr, err
 		}

@@ -1114,3 +1114,42 @@ func TestServeAfterAlterTable(t *testing.T) {
 		t.Fatalf("%d passes after the table lost its primary key, want 4 (one for the change)\n%s", n, logs.String())
 	}
 }
+
+// TestColumnsChangedAfterDryRun: a pass records a table's columns only when it leaves the rows in their shape, so
+// a dry run right after an ALTER TABLE does not hide the change from the schedule.
+func TestColumnsChangedAfterDryRun(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE a (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO a VALUES (1, 'x')")
+	r := f.reconciler(100)
+	ctx := context.Background()
+	f.run(r, PassOptions{})
+	changed := func() []string {
+		t.Helper()
+		c, _, err := r.ColumnsChanged(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if c := changed(); len(c) != 0 {
+		t.Fatalf("columns changed after the first pass: %v", c)
+	}
+	f.exec("ALTER TABLE a ADD COLUMN w INT DEFAULT 3")
+	want := []string{f.db + ".a"}
+	if c := changed(); !slices.Equal(c, want) {
+		t.Fatalf("after ALTER TABLE: %v, want %v", c, want)
+	}
+	if rep := f.run(r, PassOptions{DryRun: true}); rep.Total().Stale.Found != 1 {
+		t.Fatalf("dry run after ALTER TABLE: %+v, want the row stale", rep.Total())
+	}
+	if c := changed(); !slices.Equal(c, want) {
+		t.Fatalf("after a dry run: %v, want %v still", c, want)
+	}
+	f.run(r, PassOptions{})
+	if c := changed(); len(c) != 0 {
+		t.Fatalf("after the repairing pass: %v, want none", c)
+	}
+	if v := f.rdb.HGet(ctx, f.db+":a:1", "w").Val(); v != "3" {
+		t.Fatalf("the row's new field: %q, want 3", v)
+	}
+}
