@@ -456,7 +456,7 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		HeartbeatPeriod:  s.cfg.Heartbeat,
 		ReadTimeout:      s.cfg.ReadTimeout,
 		DisableRetrySync: true, // we resume from transaction boundaries ourselves
-		Logger:           s.log.With(slog.String("component", "go-mysql")),
+		Logger:           slog.New(goMySQLHandler{s.log.Handler()}).With(slog.String("component", "go-mysql")),
 		EventCacheCount:  256,
 		Dialer:           lazyDeadlineDialer(s.cfg.ConnectTimeout, s.cfg.ReadTimeout),
 	}

@@ -127,6 +127,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(stderr, err)
 		}
+		log.Info("stopped")
 		return app.ExitOK
 	}
 
