@@ -308,10 +308,13 @@ func TestIntegrationDDLMidStream(t *testing.T) {
 			// Rows written before a DDL keep the old shape until they change
 			// again (Redis holds what the binlog said); touch them all so the
 			// final state must have the new shape everywhere.
-			e.exec("UPDATE t SET bb = bb + 1")
+			e.exec("ALTER TABLE t MODIFY bb BIGINT", "UPDATE t SET bb = bb + 1")
 			e.waitSame("t", 30*time.Second, nil, "id")
 			if !strings.Contains(p.Log(), "the columns of a table changed") {
 				t.Errorf("the changed columns were not logged (rows written before an ALTER keep their old fields)")
+			}
+			if n := strings.Count(p.Log(), "the column types of a table changed"); n != 1 {
+				t.Errorf("the changed column type was logged %d times, want once", n)
 			}
 			p.stop(t, 15*time.Second)
 		})

@@ -404,6 +404,9 @@ type stream struct {
 	seq     uint32 // changes numbered within the transaction
 
 	tables map[uint64]*tableState
+	// shapes holds each table's fields and their binlog types as last resolved (kept across DDL), to warn when a
+	// statement changed only the types: the sink notices changed names itself.
+	shapes map[string]tableShape
 
 	pending   *change.Batch
 	arena     arena
@@ -904,7 +907,41 @@ func (st *stream) tableMap(ctx context.Context, e *replication.TableMapEvent) er
 		return permanent(err)
 	}
 	ts.cols, ts.keep, ts.table = cols, keep, table
+	st.noteShape(e, table, keep)
 	return nil
+}
+
+// tableShape is a table's fields and the binlog types of their columns (type and metadata, which hold lengths,
+// precisions and scales).
+type tableShape struct {
+	fields []string
+	types  string
+}
+
+// noteShape warns when a table's columns keep their names but not their types (ALTER TABLE ... MODIFY, CONVERT
+// TO CHARACTER SET): the rows written before keep their old values in Redis until they change.
+func (st *stream) noteShape(e *replication.TableMapEvent, table *change.Table, keep []int) {
+	var b strings.Builder
+	for _, i := range keep {
+		if i < len(e.ColumnType) {
+			b.WriteByte(e.ColumnType[i])
+		}
+		if i < len(e.ColumnMeta) {
+			fmt.Fprintf(&b, ":%d,", e.ColumnMeta[i])
+		}
+	}
+	cur := tableShape{fields: table.Columns, types: b.String()}
+	name := table.FullName()
+	prev, ok := st.shapes[name]
+	if st.shapes == nil {
+		st.shapes = map[string]tableShape{}
+	}
+	st.shapes[name] = cur
+	if ok && slices.Equal(prev.fields, cur.fields) && prev.types != cur.types {
+		st.s.log.Warn("the column types of a table changed (ALTER TABLE): its rows written before may keep their "+
+			"old values in Redis until they change; `reconciler serve` reconciles the table within "+
+			"reconcile.schema_check, or run `reconciler run --table "+name+"`", slog.String("table", name))
+	}
 }
 
 // keyColumns returns the indexes in cols of a table's configured key columns.
