@@ -1059,6 +1059,9 @@ func TestServeAfterAlterTable(t *testing.T) {
 	f.exec("CREATE TABLE s (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO s VALUES (1, 'a'), (2, 'b')",
 		"CREATE TABLE u (id INT PRIMARY KEY, w INT)", "INSERT INTO u VALUES (1, 1)")
 	r := f.reconciler(100)
+	old := passRetry
+	passRetry = 200 * time.Millisecond
+	t.Cleanup(func() { passRetry = old })
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs testenv.LogBuffer
 	r.log = slog.New(slog.NewTextHandler(&logs, nil))
@@ -1105,13 +1108,21 @@ func TestServeAfterAlterTable(t *testing.T) {
 		t.Errorf("the unchanged table's row: %v", u)
 	}
 
-	// A table that lost its primary key is skipped by every pass: one pass for the change, not one a tick.
+	// A pass that fails (another process holds the lease) is tried again for the same change.
 	waitFor("the passes' end", func() bool { return passes() == 3 })
+	f.rdb.Set(bg, "test:reconcile:lock", "other-host pid 7 abc", time.Minute)
+	f.exec("ALTER TABLE s ADD COLUMN d INT NOT NULL DEFAULT 9")
+	waitFor("the refused pass", func() bool { return strings.Contains(logs.String(), "other-host pid 7") })
+	f.rdb.Del(bg, "test:reconcile:lock")
+	waitFor("the new column after the lease was freed", func() bool { return f.rdb.HGet(bg, key, "d").Val() == "9" })
+	waitFor("the passes' end", func() bool { return passes() == 4 })
+
+	// A table that lost its primary key is skipped by every pass: one pass for the change, not one a tick.
 	f.exec("ALTER TABLE u DROP PRIMARY KEY")
-	waitFor("the pass after DROP PRIMARY KEY", func() bool { return passes() == 4 })
+	waitFor("the pass after DROP PRIMARY KEY", func() bool { return passes() == 5 })
 	time.Sleep(time.Second)
-	if n := passes(); n != 4 {
-		t.Fatalf("%d passes after the table lost its primary key, want 4 (one for the change)\n%s", n, logs.String())
+	if n := passes(); n != 5 {
+		t.Fatalf("%d passes after the table lost its primary key, want 5 (one for the change)\n%s", n, logs.String())
 	}
 }
 

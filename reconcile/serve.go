@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -189,13 +190,15 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 	// attempted holds when each table was last in a finished pass, verified or not: a table the pass skips (no
 	// primary key) is not due again before its interval, or the schedule would run pass after pass on it.
 	attempted := map[string]time.Time{}
-	// altered holds, per table, the column signature a pass was started for because it changed: a table whose
-	// pass fails or skips it is not started again for the same signature.
+	// altered holds, per table, the column signature of the last finished pass started because the columns
+	// changed: a table that pass skips (no primary key any more) is not started again for the same signature.
+	// A pass that fails is retried.
 	altered := map[string]string{}
 	for {
 		due, next, err := r.due(ctx, opts.Interval, attempted)
-		if err == nil && opts.SchemaCheck > 0 {
-			due = r.dueAltered(ctx, due, altered)
+		pending := map[string]string{} // the signatures this pass is started for
+		if err == nil && opts.SchemaCheck > 0 && retry == 0 {
+			due = r.dueAltered(ctx, due, altered, pending)
 			if check := time.Now().Add(opts.SchemaCheck); check.Before(next) {
 				next = check
 			}
@@ -240,6 +243,7 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 			for _, t := range passed {
 				attempted[t] = started
 			}
+			maps.Copy(altered, pending)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -247,7 +251,7 @@ func (r *Reconciler) Serve(ctx context.Context, opts ServeOptions) error {
 		mu.Lock()
 		if err != nil {
 			lastErr = err.Error()
-			retry = time.Minute
+			retry = passRetry
 			r.log.Error("reconcile pass failed; retrying in a minute", slog.String("error", err.Error()))
 		} else {
 			lastErr, retry = "", 0
@@ -291,9 +295,12 @@ func (r *Reconciler) due(ctx context.Context, interval func(string) time.Duratio
 	return due, next, nil
 }
 
-// dueAltered adds to due the tables whose columns changed since their last pass (ColumnsChanged), once per
-// signature.
-func (r *Reconciler) dueAltered(ctx context.Context, due []string, altered map[string]string) []string {
+// passRetry is how long serve waits before it tries a failed pass again.
+var passRetry = time.Minute
+
+// dueAltered adds to due the tables whose columns changed since their last pass (ColumnsChanged) and whose
+// signature is not in altered, and puts their signatures in pending.
+func (r *Reconciler) dueAltered(ctx context.Context, due []string, altered, pending map[string]string) []string {
 	changed, sigs, err := r.ColumnsChanged(ctx)
 	if err != nil {
 		r.log.Warn("checking the tables' columns failed", slog.String("error", err.Error()))
@@ -310,7 +317,7 @@ func (r *Reconciler) dueAltered(ctx context.Context, due []string, altered map[s
 		if altered[t] == sigs[t] || slices.Contains(due, t) || !slices.Contains(tables, t) {
 			continue
 		}
-		altered[t] = sigs[t]
+		pending[t] = sigs[t]
 		r.log.Info("the columns of a table changed since its last pass (ALTER TABLE); reconciling it now, so that "+
 			"its rows written before the change take the new shape", slog.String("table", t))
 		due = append(due, t)
