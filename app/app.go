@@ -544,8 +544,7 @@ func NewSink(cfg *config.Config, rdb redis.UniversalClient, log *slog.Logger, m 
 		Logger:       sinkLog,
 		ColumnsChanged: func(table string, before, after []string) {
 			sinkLog.Warn("the columns of a table changed (ALTER TABLE): its rows written before keep their old "+
-				"fields in Redis until they change; `reconciler serve` reconciles the table within "+
-				"reconcile.schema_check, or run `reconciler run --table "+table+"`", slog.String("table", table),
+				"fields in Redis until they change; "+source.ReshapeHint(table), slog.String("table", table),
 				slog.Any("columns_before", before), slog.Any("columns", after))
 		},
 		Table: func(t *change.Table) (sink.TableOptions, error) {

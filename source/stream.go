@@ -939,9 +939,14 @@ func (st *stream) noteShape(e *replication.TableMapEvent, table *change.Table, k
 	st.shapes[name] = cur
 	if ok && slices.Equal(prev.fields, cur.fields) && prev.types != cur.types {
 		st.s.log.Warn("the column types of a table changed (ALTER TABLE): its rows written before may keep their "+
-			"old values in Redis until they change; `reconciler serve` reconciles the table within "+
-			"reconcile.schema_check, or run `reconciler run --table "+name+"`", slog.String("table", name))
+			"old values in Redis until they change; "+ReshapeHint(name), slog.String("table", name))
 	}
+}
+
+// ReshapeHint is how rows written before an ALTER TABLE of table get its new columns, for the warnings.
+func ReshapeHint(table string) string {
+	return "`reconciler serve` reconciles the table within reconcile.schema_check, or run `reconciler run --table " +
+		table + "`"
 }
 
 // keyColumns returns the indexes in cols of a table's configured key columns.
