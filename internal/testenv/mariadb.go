@@ -109,6 +109,8 @@ func (m *MariaDB) Start() error {
 		"--log-error=" + filepath.Join(m.Dir, "error.log"),
 	}
 	args = append(args, m.opts.ExtraArgs...)
+	errLog := filepath.Join(m.Dir, "error.log")
+	from := fileSize(errLog) // a restart appends to the same log
 	cmd := exec.Command(m.bin, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -117,8 +119,14 @@ func (m *MariaDB) Start() error {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	m.cmd, m.exited = cmd, exited
-	if err := waitTCP(m.Addr(), 60*time.Second, exited); err != nil {
-		log, _ := os.ReadFile(filepath.Join(m.Dir, "error.log"))
+	// mariadbd logs this once it listens; a connect alone could reach another
+	// process that holds the port while this server fails to bind.
+	err := waitLog(errLog, from, "ready for connections", 120*time.Second, exited)
+	if err == nil {
+		err = waitTCP(m.Addr(), 10*time.Second, exited)
+	}
+	if err != nil {
+		log, _ := os.ReadFile(errLog)
 		return fmt.Errorf("%w\nmariadbd error log:\n%s", err, log)
 	}
 	return m.waitReady()

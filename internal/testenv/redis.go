@@ -45,10 +45,12 @@ func StartRedis(dir string, extra ...string) (*Redis, error) {
 func (r *Redis) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	logfile := r.Dir + "/redis-" + strconv.Itoa(r.Port) + ".log"
+	from := fileSize(logfile) // a restart appends to the same log
 	args := []string{
 		"--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--dir", r.Dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--logfile", r.Dir + "/redis-" + strconv.Itoa(r.Port) + ".log",
+		"--logfile", logfile,
 	}
 	args = append(args, r.extra...)
 	cmd := exec.Command(r.bin, args...)
@@ -59,6 +61,11 @@ func (r *Redis) Start() error {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	r.cmd, r.exited = cmd, exited
+	// Redis logs this once it listens; a connect alone could reach another
+	// process that holds the port while this server fails to bind.
+	if err := waitLog(logfile, from, "Ready to accept connections", 20*time.Second, exited); err != nil {
+		return err
+	}
 	return waitTCP(r.Addr(), 20*time.Second, exited)
 }
 

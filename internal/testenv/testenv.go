@@ -8,9 +8,15 @@ package testenv
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -26,14 +32,56 @@ func Require(t testing.TB, format string, args ...any) {
 	t.Skip(msg)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// Ports for test servers come from below Linux's default ephemeral range
+// (32768-60999), so that no outgoing connection of a concurrent test takes one
+// between FreePort and the server's bind, and each is locked for the life of
+// the test process (a flock on a file under the temp dir), so that test
+// processes running side by side (go test runs packages in parallel) never
+// start two servers on one port. Before these locks, a redis-server that
+// could not bind its port went unnoticed when another package's server
+// answered on it, and the test wrote into that other server.
+const (
+	portLow  = 20000
+	portHigh = 32000
+)
+
+var (
+	portMu    sync.Mutex
+	portLocks []*os.File // held open, so locked, until the process exits
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago and
+// that no other test process (sharing the temp dir) is given while this one
+// runs.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	dir := filepath.Join(os.TempDir(), "binlogsync-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 500 {
+		port := portLow + rand.IntN(portHigh-portLow)
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return 0, err
+		}
+		// flock locks belong to the open file, so a second open in this
+		// process is refused as well: a port is never handed out twice.
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			f.Close() // closing releases the lock
+			continue
+		}
+		l.Close()
+		portLocks = append(portLocks, f)
+		return port, nil
+	}
+	return 0, fmt.Errorf("no free port in %d-%d after 500 tries", portLow, portHigh)
 }
 
 // lookBin finds the first of names on PATH or in the sbin directories that
@@ -70,4 +118,35 @@ func waitTCP(addr string, timeout time.Duration, exited <-chan struct{}) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("server did not listen on %s within %s", addr, timeout)
+}
+
+// waitLog waits until the log file at path holds ready after its first from
+// bytes: the server that was started, not some other process on its port,
+// is the one listening. A server that exits first is an error.
+func waitLog(path string, from int64, ready string, timeout time.Duration, exited <-chan struct{}) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(path); err == nil && int64(len(b)) > from &&
+			strings.Contains(string(b[from:]), ready) {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("server exited before logging %q to %s", ready, path)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("server did not log %q to %s within %s", ready, path, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// fileSize is the size of the file at path, 0 when there is none.
+func fileSize(path string) int64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return st.Size()
 }

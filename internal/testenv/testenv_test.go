@@ -2,6 +2,9 @@ package testenv
 
 import (
 	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
 	"testing"
 )
 
@@ -23,5 +26,65 @@ func TestServersStart(t *testing.T) {
 	r := SharedRedis(t)
 	if r.Addr() == "" {
 		t.Fatal("no redis addr")
+	}
+}
+
+func TestFreePortLocked(t *testing.T) {
+	seen := map[int]bool{}
+	for range 50 {
+		p, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d handed out twice", p)
+		}
+		if p < portLow || p >= portHigh {
+			t.Fatalf("port %d outside %d-%d", p, portLow, portHigh)
+		}
+		seen[p] = true
+	}
+	// Another process (here another open file) cannot lock a handed-out port.
+	for p := range seen {
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), "binlogsync-test-ports", strconv.Itoa(p)), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		f.Close()
+		if err == nil {
+			t.Fatalf("port %d's lock was free", p)
+		}
+		break
+	}
+}
+
+// A server that cannot bind its port must not pass for started because
+// another server answers on that port.
+func TestStartOnTakenPort(t *testing.T) {
+	r := NewRedis(t)
+	bin, err := lookBin("redis-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &Redis{Port: r.Port, Dir: t.TempDir(), bin: bin}
+	if err := other.Start(); err == nil {
+		other.Stop()
+		t.Fatalf("a second redis-server on port %d was reported started", r.Port)
+	}
+
+	m := SharedMariaDB(t)
+	mb, err := lookBin("mariadbd", "mysqld")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	om := &MariaDB{Port: m.Port, Dir: dir, bin: mb}
+	if err := om.Start(); err == nil {
+		om.Stop()
+		t.Fatalf("a second mariadbd on port %d was reported started", m.Port)
 	}
 }
