@@ -382,8 +382,37 @@ func (e *env) waitSame(table string, timeout time.Duration, floatCols map[string
 	}
 }
 
+// waitMetric waits up to timeout for the sum of a metric's series to reach
+// least and returns it (the last value read when it never does). A change
+// reaches Redis a moment before the pipeline counts it, so a test that saw
+// the row in Redis waits for the counter too.
+func (p *proc) waitMetric(t *testing.T, name string, least float64, timeout time.Duration) float64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		v, found := p.readMetric(t, name)
+		if found && v >= least || time.Now().After(deadline) {
+			if !found {
+				t.Fatalf("metric %s not exposed", name)
+			}
+			return v
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // metric reads one metric's value from the process's /metrics.
 func (p *proc) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	v, found := p.readMetric(t, name)
+	if !found {
+		t.Fatalf("metric %s not exposed", name)
+	}
+	return v
+}
+
+// readMetric sums a metric's series; found is false when it has none.
+func (p *proc) readMetric(t *testing.T, name string) (sum float64, found bool) {
 	t.Helper()
 	addr := p.httpAddr(t)
 	c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -394,8 +423,6 @@ func (p *proc) metric(t *testing.T, name string) float64 {
 	fmt.Fprintf(c, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	var sum float64
-	found := false
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
@@ -405,10 +432,7 @@ func (p *proc) metric(t *testing.T, name string) float64 {
 			found = true
 		}
 	}
-	if !found {
-		t.Fatalf("metric %s not exposed", name)
-	}
-	return sum
+	return sum, found
 }
 
 func (p *proc) httpAddr(t *testing.T) string {

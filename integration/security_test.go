@@ -32,14 +32,23 @@ func TestIntegrationSecretsNeverLeak(t *testing.T) {
 	e.exec("ALTER USER '"+user+"'@'%' IDENTIFIED BY '"+secret+"'", "INSERT INTO users VALUES (1,'a',1,NULL,NOW(6))")
 	e.waitSame("users", 20*time.Second, nil, "id")
 
-	resp, err := http.Get("http://" + p.httpAddr(t) + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(body), "binlogsync_rows_applied_total") {
-		t.Fatalf("metrics not served")
+	// The row reaches Redis a moment before the pipeline counts it, so the
+	// counter's first series may take a moment to appear.
+	var body []byte
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := http.Get("http://" + p.httpAddr(t) + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), "binlogsync_rows_applied_total") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics not served: no binlogsync_rows_applied_total in\n%s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if strings.Contains(string(body), secret) {
 		t.Fatalf("the password appears in /metrics")

@@ -209,7 +209,7 @@ func TestIntegrationRestartFromOlderCheckpointLeavesNoStaleValue(t *testing.T) {
 			t.Errorf("%s version changed on replay: %s -> %s (replays must be skipped)", k, v, versionsAfter[k])
 		}
 	}
-	if p.metric(t, "binlogsync_rows_fenced_total") < 3 {
+	if p.waitMetric(t, "binlogsync_rows_fenced_total", 3, 5*time.Second) < 3 {
 		t.Errorf("expected the replayed changes to be counted as fenced")
 	}
 	p.stop(t, 15*time.Second)
@@ -459,7 +459,7 @@ func TestIntegrationLagAndMetrics(t *testing.T) {
 	p := e.start("--config", "../config.example.yaml")
 	e.exec("INSERT INTO users VALUES (1,'a',1,NULL,NOW(6))", "UPDATE users SET name='b' WHERE id=1")
 	e.waitSame("users", 20*time.Second, nil, "id")
-	if got := p.metric(t, "binlogsync_rows_applied_total"); got < 2 {
+	if got := p.waitMetric(t, "binlogsync_rows_applied_total", 2, 5*time.Second); got < 2 {
 		t.Errorf("binlogsync_rows_applied_total = %v, want >= 2", got)
 	}
 	time.Sleep(1500 * time.Millisecond) // heartbeats every 200ms while idle
