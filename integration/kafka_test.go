@@ -224,7 +224,7 @@ func TestKafkaDeadLetterRoleAll(t *testing.T) {
 			t.Errorf("dead-letter topic lacks %q:\n%s", want, got)
 		}
 	}
-	if v := p.metric(t, "binlogsync_kafka_dead_letters_total"); v != 2 {
+	if v := p.waitMetric(t, "binlogsync_kafka_dead_letters_total", 2, 5*time.Second); v != 2 {
 		t.Errorf("binlogsync_kafka_dead_letters_total = %v, want 2", v)
 	}
 	if code := p.stop(t, 20*time.Second); code != 0 {

@@ -649,7 +649,7 @@ func TestIntegrationPoisonRowGoesToDeadLetterStream(t *testing.T) {
 		!regexp.MustCompile(`^\d{6}:\d+#\d+$`).MatchString(fmt.Sprint(v["position"])) {
 		t.Fatalf("dead letter lacks table/op/reason/pk/version: %v", v)
 	}
-	if n := p.metric(t, "binlogsync_dead_letters_total"); n != 1 {
+	if n := p.waitMetric(t, "binlogsync_dead_letters_total", 1, 5*time.Second); n != 1 {
 		t.Fatalf("binlogsync_dead_letters_total = %v, want 1", n)
 	}
 
