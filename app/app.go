@@ -372,6 +372,29 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 	// gets it from the server where it can (MariaDB), so that checkpoints carry sets from here on.
 	gtidComplete = gtidComplete || p.GTIDSet != ""
 	otherServer := explicit.IsZero() && found && saved.ServerUUID != "" && saved.ServerUUID != identity
+	if otherServer {
+		// A file and position name a place in one server's binlog only: on another server the same name can
+		// exist and point anywhere (into another transaction, or past changes never streamed). Only a GTID set
+		// means the same on both.
+		if p.GTIDSet == "" || cfg.MySQL.GTID == "off" {
+			why := "the checkpoint holds no GTID set"
+			if p.GTIDSet != "" {
+				why = "mysql.gtid is off"
+			}
+			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: the checkpoint (%s) is %s:%d on server %s, "+
+				"and mysql.addr now reaches server %s; a binlog position of one server means nothing on another, "+
+				"and %s. Keep the checkpoint and re-derive Redis from MySQL: `reconciler run --config FILE "+
+				"--scan-orphans --restore-expired --restart --output json`, then start binlogsync with --start-file "+
+				"and --start-pos from the report's start; see docs/runbook.md \"MySQL failover\". If this is the "+
+				"same server under a new identity (server_id or server_uuid changed, data directory restored), start "+
+				"with --start-file %s --start-pos %d instead", source.ErrBinlogGone, checkpointWhere(cfg), p.File, p.Pos,
+				saved.ServerUUID, identity, why, p.File, p.Pos))
+		}
+		log.Info("the checkpoint is another server's: resuming by its GTID set, not by its file and position",
+			slog.String("gtid_set", p.GTIDSet), slog.String("checkpoint_file", p.File),
+			slog.Uint64("checkpoint_pos", uint64(p.Pos)))
+		p.File, p.Pos = "", 0
+	}
 	if !gtidComplete && flavor == "mariadb" && !otherServer { // another server's position means nothing here
 		set, ok, err := source.MariaDBGTIDAt(ctx, db, p.File, p.Pos)
 		if err != nil {
@@ -467,15 +490,7 @@ func useGTID(cfg *config.Config, p change.Position) bool {
 
 // serverIdentity names the server that writes the binlog, to notice a failover.
 func serverIdentity(ctx context.Context, db *sql.DB, flavor string) (string, error) {
-	var id string
-	q := "SELECT @@server_uuid"
-	if flavor == "mariadb" {
-		q = "SELECT CONCAT('mariadb-server-id:', @@server_id)"
-	}
-	if err := db.QueryRowContext(ctx, q).Scan(&id); err != nil {
-		return "", fmt.Errorf("reading the server identity: %w", err)
-	}
-	return id, nil
+	return source.ServerIdentity(ctx, db, flavor)
 }
 
 // preflightOptions are the start-up checks of the configuration's source.

@@ -142,6 +142,10 @@ type Reconciler struct {
 	running atomic.Bool
 	mu      sync.Mutex
 	current *Progress
+	// stalledAt is the stream checkpoint that did not move during a whole settle wait: while the checkpoint is
+	// still exactly there, later tables (and passes) do not wait for it again. A stopped stream (the runbook's
+	// re-derive after a lost binlog) would otherwise cost SettleTimeout per table.
+	stalledAt *change.Position
 }
 
 // New checks cfg and returns a Reconciler.

@@ -572,6 +572,35 @@ func TestSettleWaitsForTheStream(t *testing.T) {
 	}
 }
 
+// TestStalledStreamWaitedForOnce checks that once a settle wait saw the stream's checkpoint stand still, later
+// tables decide at once while it stays there (a stopped stream cost SettleTimeout per table), and wait again once
+// it moved.
+func TestStalledStreamWaitedForOnce(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE q1 (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO q1 VALUES (1, 'a')",
+		"CREATE TABLE q2 (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO q2 VALUES (1, 'b')")
+	f.ckpt = &change.Position{File: "mariadb-bin.000001", Pos: 4} // far behind, and still
+	r := f.reconciler(100)
+	var logs testenv.LogBuffer
+	r.log = slog.New(slog.NewTextHandler(&logs, nil))
+	rep := f.run(r, PassOptions{})
+	for _, name := range []string{"q1", "q2"} {
+		if tr := tableReport(t, rep, name); tr.Missing != (Count{1, 1}) || tr.Unsettled != 1 {
+			t.Fatalf("%s: %+v, want 1 missing repaired and counted unsettled", name, tr)
+		}
+	}
+	if n := strings.Count(logs.String(), "did not move"); n != 1 {
+		t.Fatalf("the stalled stream was waited for %d times in one pass, want once:\n%s", n, logs.String())
+	}
+	// The stream moved (but not far enough): the next pass waits for it again.
+	f.ckpt = &change.Position{File: "mariadb-bin.000001", Pos: 5}
+	f.rdb.Del(context.Background(), f.db+":q1:1")
+	f.run(r, PassOptions{Tables: []string{f.db + ".q1"}})
+	if n := strings.Count(logs.String(), "did not move"); n != 2 {
+		t.Fatalf("a moved stream was not waited for again (%d waits):\n%s", n, logs.String())
+	}
+}
+
 // TestCompositeKeysJSONAndTTL covers composite string keys (latin1 and binary), the JSON format and TTL tables.
 func TestCompositeKeysJSONAndTTL(t *testing.T) {
 	f := newFixture(t)

@@ -629,7 +629,7 @@ func (tr *tableRun) waitStream(ctx context.Context, p change.Position) (bool, er
 		if reached(cur, p) {
 			return true, nil
 		}
-		if stalled {
+		if stalled || tr.r.stalledSince(cur) {
 			return false, nil
 		}
 		if i == 0 {
@@ -640,7 +640,9 @@ func (tr *tableRun) waitStream(ctx context.Context, p change.Position) (bool, er
 				tr.mu.Lock()
 				tr.stalled = true
 				tr.mu.Unlock()
-				tr.r.log.WarnContext(ctx, "the stream's checkpoint did not move; deciding differences without it",
+				tr.r.setStalled(cur)
+				tr.r.log.WarnContext(ctx, "the stream's checkpoint did not move; deciding differences without it "+
+					"(and, while it stays there, for the other tables without waiting)",
 					slog.String("table", tr.tb.name()), slog.String("checkpoint_file", cur.File),
 					slog.Uint64("checkpoint_pos", uint64(cur.Pos)))
 			}
@@ -654,6 +656,19 @@ func (tr *tableRun) waitStream(ctx context.Context, p change.Position) (bool, er
 			return false, ctx.Err()
 		}
 	}
+}
+
+// stalledSince reports whether the stream's checkpoint is still where a whole settle wait saw it stand.
+func (r *Reconciler) stalledSince(cur change.Position) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stalledAt != nil && *r.stalledAt == cur
+}
+
+func (r *Reconciler) setStalled(cur change.Position) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stalledAt = &cur
 }
 
 // settle decides each difference once the stream has passed the snapshot, and repairs the drift. After the

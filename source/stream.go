@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-mysql-org/go-mysql/client"
 	gmysql "github.com/go-mysql-org/go-mysql/mysql"
 	"github.com/go-mysql-org/go-mysql/replication"
 
@@ -340,6 +341,53 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 	}
 }
 
+// ErrServerChanged means the server behind mysql.addr is no longer the one the stream started on (a failover
+// behind a virtual IP, a DNS name or a proxy).
+var ErrServerChanged = errors.New("the server behind mysql.addr changed while streaming")
+
+// checkIdentity makes sure that a (re)connected stream reads the binlog of the server it started on (ServerUUID):
+// it runs on the binlog connection itself, before the dump starts, so no event of another server is read. The
+// positions of another server's binlog do not compare with the old one's, so its changes need versions of a new
+// epoch, which only a start moves to (and a start resumes by GTID where it can).
+func (s *Source) checkIdentity(c *client.Conn) error {
+	if s.cfg.ServerUUID == "" {
+		return nil
+	}
+	r, err := c.Execute(identityQuery(s.cfg.Flavor))
+	if err != nil {
+		return fmt.Errorf("reading the server identity: %w", err)
+	}
+	id, err := r.GetString(0, 0)
+	if err != nil {
+		return fmt.Errorf("reading the server identity: %w", err)
+	}
+	if id == s.cfg.ServerUUID {
+		return nil
+	}
+	return permanent(fmt.Errorf("%w (it was %s, it is now %s): binlogsync stops after applying what it read from "+
+		"the old server, and its checkpoint stays with that server. Start it again (a container restart does): it moves "+
+		"versions to a new epoch, so the new server's changes win over the old one's, and resumes by GTID set "+
+		"(mysql.gtid auto or on); without a GTID set in the checkpoint it stops with exit code 4 and the way to "+
+		"re-derive Redis. See docs/runbook.md \"MySQL failover\"", ErrServerChanged, s.cfg.ServerUUID, id))
+}
+
+func identityQuery(flavor string) string {
+	if flavor == gmysql.MariaDBFlavor {
+		return "SELECT CONCAT('mariadb-server-id:', @@server_id)"
+	}
+	return "SELECT @@server_uuid"
+}
+
+// ServerIdentity names the server that writes the binlog, to notice a failover: @@server_uuid on MySQL, the
+// server_id on MariaDB (which has no server_uuid).
+func ServerIdentity(ctx context.Context, db *sql.DB, flavor string) (string, error) {
+	var id string
+	if err := db.QueryRowContext(ctx, identityQuery(flavor)).Scan(&id); err != nil {
+		return "", fmt.Errorf("reading the server identity: %w", err)
+	}
+	return id, nil
+}
+
 // ErrServerIDConflict means another replica keeps registering with the source's server id.
 var ErrServerIDConflict = errors.New("server id conflict")
 
@@ -463,6 +511,11 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		EventCacheCount:  256,
 		Dialer:           lazyDeadlineDialer(s.cfg.ConnectTimeout, s.cfg.ReadTimeout),
 	}
+	var identityErr error
+	bcfg.Option = func(c *client.Conn) error {
+		identityErr = s.checkIdentity(c)
+		return identityErr
+	}
 	if s.cfg.Flavor == gmysql.MariaDBFlavor {
 		bcfg.FillZeroLogPos = true // MariaDB 11.4+ sends zero log positions otherwise
 	}
@@ -503,6 +556,9 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 	}
 	if err != nil {
 		st.syncer.Close()
+		if identityErr != nil {
+			return nil, identityErr // go-mysql's wrapping hides whether it is permanent
+		}
 		return nil, fmt.Errorf("starting the binlog dump at %s:%d: %w", start.File, start.Pos, err)
 	}
 	return st, nil

@@ -73,6 +73,15 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	return p
 }
 
+// Retarget makes new connections go to target (host:port); current ones stay
+// where they are (Drop closes them). It is a failover behind one address: a
+// virtual IP, a DNS name or a proxy moving to another server.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
+
 // Addr is the proxy's host:port, what the client should dial.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
@@ -172,7 +181,10 @@ func (p *Proxy) accept() {
 
 func (p *Proxy) serve(client net.Conn) {
 	defer p.wg.Done()
-	server, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	server, err := net.DialTimeout("tcp", target, 5*time.Second)
 	if err != nil {
 		client.Close() // the target is down: the client sees the connection closed
 		return
