@@ -55,18 +55,8 @@ func StartMariaDB(dir string, opts MariaDBOptions) (*MariaDB, error) {
 	if err != nil {
 		return nil, err
 	}
-	install, err := lookBin("mariadb-install-db", "mysql_install_db")
-	if err != nil {
+	if err := installDB(dir); err != nil {
 		return nil, err
-	}
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
-	}
-	out, err := exec.Command(install, "--no-defaults", "--datadir="+data, "--user=root",
-		"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve").CombinedOutput()
-	if err != nil {
-		return nil, fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
 	}
 	port, err := FreePort()
 	if err != nil {
@@ -79,6 +69,30 @@ func StartMariaDB(dir string, opts MariaDBOptions) (*MariaDB, error) {
 	return m, nil
 }
 
+// installDB creates the system tables in dir/data, with dir/tmp as the
+// temp dir.
+func installDB(dir string) error {
+	install, err := lookBin("mariadb-install-db", "mysql_install_db")
+	if err != nil {
+		return err
+	}
+	data := filepath.Join(dir, "data")
+	// A temp dir of its own: in the shared /tmp, another server's start-up
+	// cleanup can delete the install's temporary tables under it.
+	tmp := filepath.Join(dir, "tmp")
+	for _, d := range []string{data, tmp} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	out, err := exec.Command(install, "--no-defaults", "--datadir="+data, "--tmpdir="+tmp, "--user=root",
+		"--auth-root-authentication-method=normal", "--skip-test-db", "--skip-name-resolve").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
+	}
+	return nil
+}
+
 // Start (re)starts mariadbd on the same port and data directory.
 func (m *MariaDB) Start() error {
 	m.mu.Lock()
@@ -88,6 +102,7 @@ func (m *MariaDB) Start() error {
 		"--datadir=" + filepath.Join(m.Dir, "data"),
 		"--socket=" + filepath.Join(m.Dir, "mysqld.sock"),
 		"--pid-file=" + filepath.Join(m.Dir, "mysqld.pid"),
+		"--tmpdir=" + filepath.Join(m.Dir, "tmp"),
 		"--port=" + strconv.Itoa(m.Port),
 		"--bind-address=127.0.0.1",
 		"--user=root",

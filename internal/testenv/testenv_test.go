@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -79,12 +80,16 @@ func TestStartOnTakenPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+	if err := installDB(dir); err != nil {
 		t.Fatal(err)
 	}
 	om := &MariaDB{Port: m.Port, Dir: dir, bin: mb}
-	if err := om.Start(); err == nil {
+	err = om.Start()
+	if err == nil {
 		om.Stop()
 		t.Fatalf("a second mariadbd on port %d was reported started", m.Port)
+	}
+	if !strings.Contains(err.Error(), "Address already in use") {
+		t.Fatalf("the second mariadbd failed for another reason than its port: %v", err)
 	}
 }
