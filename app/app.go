@@ -97,10 +97,8 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 	}
 	defer rdb.Close()
 	if opts.CheckOnly {
-		if st := explicitStart(cfg, opts); st.File != "" {
-			if err := checkExplicitStart(startCtx, db, change.Position{File: st.File, Pos: max(st.Pos, 4)}); err != nil {
-				return err
-			}
+		if err := checkResume(startCtx, cfg, opts, db, flavor, rdb); err != nil {
+			return err
 		}
 		log.Info("all checks passed", slog.String("mysql", cfg.MySQL.Addr), slog.String("redis", redisAddr(cfg)))
 		return nil
@@ -373,27 +371,12 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 	gtidComplete = gtidComplete || p.GTIDSet != ""
 	otherServer := explicit.IsZero() && found && saved.ServerUUID != "" && saved.ServerUUID != identity
 	if otherServer {
-		// A file and position name a place in one server's binlog only: on another server the same name can
-		// exist and point anywhere (into another transaction, or past changes never streamed). Only a GTID set
-		// means the same on both.
-		if p.GTIDSet == "" || cfg.MySQL.GTID == "off" {
-			why := "the checkpoint holds no GTID set"
-			if p.GTIDSet != "" {
-				why = "mysql.gtid is off"
-			}
-			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: the checkpoint (%s) is %s:%d on server %s, "+
-				"and mysql.addr now reaches server %s; a binlog position of one server means nothing on another, "+
-				"and %s. Keep the checkpoint and re-derive Redis from MySQL: `reconciler run --config FILE "+
-				"--scan-orphans --restore-expired --restart --output json`, then start binlogsync with --start-file "+
-				"and --start-pos from the report's start; see docs/runbook.md \"MySQL failover\". If this is the "+
-				"same server under a new identity (server_id or server_uuid changed, data directory restored), start "+
-				"with --start-file %s --start-pos %d instead", source.ErrBinlogGone, checkpointWhere(cfg), p.File, p.Pos,
-				saved.ServerUUID, identity, why, p.File, p.Pos))
+		if p, err = fromOtherServer(cfg, saved, identity); err != nil {
+			return p, false, stored, err
 		}
 		log.Info("the checkpoint is another server's: resuming by its GTID set, not by its file and position",
-			slog.String("gtid_set", p.GTIDSet), slog.String("checkpoint_file", p.File),
-			slog.Uint64("checkpoint_pos", uint64(p.Pos)))
-		p.File, p.Pos = "", 0
+			slog.String("gtid_set", p.GTIDSet), slog.String("checkpoint_file", saved.File),
+			slog.Uint64("checkpoint_pos", uint64(saved.Pos)))
 	}
 	if !gtidComplete && flavor == "mariadb" && !otherServer { // another server's position means nothing here
 		set, ok, err := source.MariaDBGTIDAt(ctx, db, p.File, p.Pos)
@@ -414,18 +397,8 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 				slog.Uint64("epoch", uint64(p.Epoch)))
 		}
 	}
-	if !useGTID(cfg, p) {
-		ok, err := source.BinlogAvailable(ctx, db, p.File)
-		if err != nil {
-			return p, false, stored, exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
-		}
-		if !ok {
-			return p, false, stored, exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
-				"server). Changes since then cannot be streamed. Keep the checkpoint (%s) and re-derive Redis from "+
-				"MySQL: `reconciler run --config FILE --scan-orphans --restore-expired --restart --output json`, then "+
-				"start binlogsync with --start-file and --start-pos from the report's start; see docs/runbook.md "+
-				"\"The binlog to resume from is gone\"", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
-		}
+	if err := checkBinlogThere(ctx, cfg, db, p); err != nil {
+		return p, false, stored, err
 	}
 	p.ServerUUID = identity
 	if !found || !explicit.IsZero() || p.Epoch != saved.Epoch {
@@ -445,6 +418,86 @@ func explicitStart(cfg *config.Config, opts Options) config.Start {
 		return cfg.MySQL.Start
 	}
 	return opts.Start
+}
+
+// fromOtherServer is where to resume from saved, the checkpoint of another server than identity: its GTID set
+// alone. A file and position name a place in one server's binlog only: on another server the same name can exist
+// and point anywhere (into another transaction, or past changes never streamed). Without a set (or with
+// mysql.gtid off) there is nowhere to resume, which is an ErrBinlogGone.
+func fromOtherServer(cfg *config.Config, saved change.Position, identity string) (change.Position, error) {
+	if saved.GTIDSet == "" || cfg.MySQL.GTID == "off" {
+		why := "the checkpoint holds no GTID set"
+		if saved.GTIDSet != "" {
+			why = "mysql.gtid is off"
+		}
+		return saved, exitErr(ExitBinlogGone, fmt.Errorf("%w: the checkpoint (%s) is %s:%d on server %s, "+
+			"and mysql.addr now reaches server %s; a binlog position of one server means nothing on another, "+
+			"and %s. Keep the checkpoint and re-derive Redis from MySQL: `reconciler run --config FILE "+
+			"--scan-orphans --restore-expired --restart --output json`, then start binlogsync with --start-file "+
+			"and --start-pos from the report's start; see docs/runbook.md \"MySQL failover\". If this is the "+
+			"same server under a new identity (server_id or server_uuid changed, data directory restored), start "+
+			"with --start-file %s --start-pos %d instead", source.ErrBinlogGone, checkpointWhere(cfg), saved.File,
+			saved.Pos, saved.ServerUUID, identity, why, saved.File, saved.Pos))
+	}
+	p := saved
+	p.File, p.Pos = "", 0
+	return p, nil
+}
+
+// checkBinlogThere refuses to resume by file and position from a binlog the server no longer has.
+func checkBinlogThere(ctx context.Context, cfg *config.Config, db *sql.DB, p change.Position) error {
+	if useGTID(cfg, p) {
+		return nil
+	}
+	ok, err := source.BinlogAvailable(ctx, db, p.File)
+	if err != nil {
+		return exitErr(ExitServer, fmt.Errorf("listing the server's binlogs: %w", err))
+	}
+	if !ok {
+		return exitErr(ExitBinlogGone, fmt.Errorf("%w: %s:%d is not in SHOW BINARY LOGS (purged, or another "+
+			"server). Changes since then cannot be streamed. Keep the checkpoint (%s) and re-derive Redis from "+
+			"MySQL: `reconciler run --config FILE --scan-orphans --restore-expired --restart --output json`, then "+
+			"start binlogsync with --start-file and --start-pos from the report's start; see docs/runbook.md "+
+			"\"The binlog to resume from is gone\"", source.ErrBinlogGone, p.File, p.Pos, checkpointWhere(cfg)))
+	}
+	return nil
+}
+
+// checkResume is --check's look at where a start would resume: an explicit start must name a binlog the server
+// has, at a transaction boundary; a checkpoint must be resumable on this server (its GTID set after a failover,
+// else a binlog the server still has). It changes nothing.
+func checkResume(ctx context.Context, cfg *config.Config, opts Options, db *sql.DB, flavor string,
+	rdb redis.UniversalClient,
+) error {
+	if st := explicitStart(cfg, opts); !st.IsZero() {
+		if st.File == "" {
+			return nil
+		}
+		return checkExplicitStart(ctx, db, change.Position{File: st.File, Pos: max(st.Pos, 4)})
+	}
+	store, err := OpenCheckpoint(cfg, rdb)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	saved, found, err := store.Load(ctx)
+	if err != nil {
+		return exitErr(ExitRuntime, fmt.Errorf("loading the checkpoint: %w", err))
+	}
+	if !found {
+		return nil
+	}
+	identity, err := serverIdentity(ctx, db, flavor)
+	if err != nil {
+		return exitErr(ExitServer, err)
+	}
+	p := saved
+	if saved.ServerUUID != "" && saved.ServerUUID != identity {
+		if p, err = fromOtherServer(cfg, saved, identity); err != nil {
+			return err
+		}
+	}
+	return checkBinlogThere(ctx, cfg, db, p)
 }
 
 // checkExplicitStart refuses a start file the server does not have, or a position in it that is not a

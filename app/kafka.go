@@ -133,6 +133,11 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 		}
 	}
 	if opts.CheckOnly {
+		if runSource {
+			if err := checkResume(startCtx, cfg, opts, db, flavor, rdb); err != nil {
+				return err
+			}
+		}
 		log.Info("all checks passed", slog.Any("brokers", cfg.Kafka.Brokers))
 		return nil
 	}

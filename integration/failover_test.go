@@ -82,6 +82,13 @@ func TestIntegrationFailoverBehindOneAddress(t *testing.T) {
 	if after := readFile(t, e.ckpt); after != before {
 		t.Fatalf("a refused start changed the checkpoint:\n%s\n->\n%s", before, after)
 	}
+	for gtid, want := range map[string]int{"off": 4, "auto": 0} {
+		e.extra["BINLOGSYNC_MYSQL_GTID"] = gtid
+		check := e.spawn("--config", "../config.example.yaml", "--check")
+		if code := check.wait(t, 60*time.Second); code != want {
+			t.Fatalf("--check with mysql.gtid %s: exit code %d, want %d:\n%s", gtid, code, want, check.Log())
+		}
+	}
 
 	// With GTIDs (auto, the default) it resumes on B by the set, in a new epoch.
 	delete(e.extra, "BINLOGSYNC_MYSQL_GTID")

@@ -349,6 +349,11 @@ func TestIntegrationBinlogGone(t *testing.T) {
 	if code := p.wait(t, 30*time.Second); code != 4 || !strings.Contains(p.Log(), "names a binlog the server does not have") {
 		t.Fatalf("a missing --start-file: exit %d, want 4 with the file named\n%s", code, p.Log())
 	}
+	// --check sees it too, rather than report that all checks passed.
+	p = e.spawn("--config", "../config.example.yaml", "--check")
+	if code := p.wait(t, 30*time.Second); code != 4 || !strings.Contains(p.Log(), "is not in SHOW BINARY LOGS") {
+		t.Fatalf("--check with the checkpoint's binlog purged: exit %d, want 4 naming it\n%s", code, p.Log())
+	}
 	p = e.spawn("--config", "../config.example.yaml")
 	code := p.wait(t, 30*time.Second)
 	if code != 4 {
