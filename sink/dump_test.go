@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"hash/crc64"
+	"log/slog"
 	"maps"
 	"strconv"
 	"strings"
@@ -12,6 +13,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
+	"github.com/binlogsync/binlogsync/internal/testenv"
 )
 
 func TestCRC64Redis(t *testing.T) {
@@ -301,6 +305,41 @@ func TestRestoreRefused(t *testing.T) {
 }
 
 // restoreCalls is how many RESTORE commands Redis has run.
+// TestRestoreOutOfMemory checks that a RESTORE failing because Redis is out of memory (maxmemory with
+// noeviction) is retried like any write: it was taken for Redis refusing RESTORE, and the sink wrote with HSET for
+// the next ten minutes.
+func TestRestoreOutOfMemory(t *testing.T) {
+	srv := testenv.NewRedis(t, "--maxmemory-policy", "noeviction")
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), DisableIdentity: true})
+	t.Cleanup(func() { rdb.Close() })
+	ctx := ctxT(t)
+	var logs testenv.LogBuffer
+	s := newSink(t, rdb, Options{Lanes: 1, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err := rdb.ConfigSet(ctx, "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	if _, err := s.Apply(short, []change.Change{ins(users, v(1), r("1", "a", nil, nil))}); err == nil {
+		t.Fatal("a write to a Redis out of memory succeeded")
+	}
+	if !s.restoreOK() || strings.Contains(logs.String(), "refused RESTORE") {
+		t.Fatalf("out of memory was taken for Redis refusing RESTORE:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "OOM") {
+		t.Fatalf("the retries do not name the error:\n%s", logs.String())
+	}
+	if err := rdb.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := restoreCalls(t, rdb)
+	apply(t, s, ins(users, v(2), r("1", "a", nil, nil)))
+	if got := restoreCalls(t, rdb); got != n+1 {
+		t.Fatalf("%d RESTOREs once memory was back, want 1", got-n)
+	}
+	wantHash(t, rdb, "shop:users:1", map[string]string{"id": "1", "name": "a", "_v": v(2).String()})
+}
+
 func restoreCalls(t *testing.T, rdb redis.UniversalClient) int {
 	t.Helper()
 	info, err := rdb.Info(ctxT(t), "commandstats").Result()

@@ -56,6 +56,15 @@ local function writehash(key, ver, ttl, first, last)
   until j > last
   if ttl ~= '0' then redis.call('PEXPIRE', key, ttl) end
 end
+-- norestore is the error to end a call with when RESTORE failed: "NORESTORE <err>" (the sink switches to HSET)
+-- when Redis refused RESTORE itself, the error as it is when it was the server's state (out of memory, loading,
+-- read-only...), which the sink retries like any write.
+local transient = {OOM = true, LOADING = true, BUSY = true, READONLY = true, MASTERDOWN = true, NOREPLICAS = true,
+  TRYAGAIN = true, CLUSTERDOWN = true}
+local function norestore(err)
+  if transient[string.match(err, '^(%u+)')] then return err end
+  return 'NORESTORE ' .. err
+end
 -- restore creates or replaces a hash row from its payload; it returns the error when Redis refuses RESTORE.
 local function restore(key, ttl, payload)
   local r = redis.pcall('RESTORE', key, ttl, payload, 'REPLACE')
@@ -97,7 +106,7 @@ local function checked(i, op, ver, ttl, first, last)
     if kind == 'p' then
       -- REPLACE: like DEL below, no field of the key before survives.
       local err = restore(key, ttl, ARGV[first])
-      if err then return 'NORESTORE ' .. err end
+      if err then return norestore(err) end
     elseif hash then
       -- DEL even when no version was found: a hash written outside the
       -- pipeline has no _v, and its foreign fields must not survive.
@@ -134,7 +143,7 @@ if fresh and compact then
     if type(r) == 'table' and r.err then
       -- BUSYKEY (checked before the payload is read): the key exists; it and the rows after it are checked.
       if string.sub(r.err, 1, 7) == 'BUSYKEY' then fresh = false; start = i; break end
-      return redis.error_reply('NORESTORE ' .. r.err)
+      return redis.error_reply(norestore(r.err))
     end
     if stride == 3 then redis.call('SADD', KEYS[2 * nrows + i], KEYS[i]) end
     res[i] = 1
@@ -150,7 +159,7 @@ if fresh then
     local key = KEYS[i]
     if op == 'wp' or op == 'wpi' then
       local err = restore(key, ttl, ARGV[first])
-      if err then return redis.error_reply('NORESTORE ' .. err) end
+      if err then return redis.error_reply(norestore(err)) end
       if op == 'wpi' then redis.call('SADD', KEYS[2 * nrows + i], key) end
       res[i] = 1
     elseif op == 'wh' or op == 'whi' then
