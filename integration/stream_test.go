@@ -1149,3 +1149,37 @@ func TestIntegrationServerIDConflictNamed(t *testing.T) {
 	p2.stop(t, 15*time.Second)
 	p1.stop(t, 15*time.Second)
 }
+
+// After a rotation on an idle server (FLUSH BINARY LOGS, a file full), the checkpoint moves into the new file: it
+// stayed in the old one until the next transaction, and a reconciler pass waited for a stream that had read
+// everything.
+func TestIntegrationCheckpointFollowsRotation(t *testing.T) {
+	my := testenv.NewMariaDB(t, testenv.MariaDBOptions{})
+	e := newEnv(t, my, testenv.NewRedis(t))
+	e.exec("CREATE TABLE t (id INT PRIMARY KEY)")
+	p := e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO t VALUES (1)")
+	e.waitSame("t", 20*time.Second, nil, "id")
+	e.exec("FLUSH BINARY LOGS")
+	var file string
+	var pos uint32
+	var ignored any
+	if err := e.sqldb.QueryRow("SHOW MASTER STATUS").Scan(&file, &pos, &ignored, &ignored); err != nil {
+		t.Fatal(err)
+	}
+	var ck change.Position
+	waitFor(t, 20*time.Second, "the checkpoint at "+file, func() bool {
+		raw, _ := os.ReadFile(e.ckpt)
+		ck = change.Position{}
+		_ = json.Unmarshal(raw, &ck)
+		return ck.File == file && ck.Pos == pos
+	})
+	// It resumes from there.
+	if code := p.stop(t, 15*time.Second); code != 0 {
+		t.Fatalf("exit code %d", code)
+	}
+	p = e.start("--config", "../config.example.yaml")
+	e.exec("INSERT INTO t VALUES (2)")
+	e.waitSame("t", 20*time.Second, nil, "id")
+	p.stop(t, 15*time.Second)
+}

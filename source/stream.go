@@ -474,6 +474,8 @@ type stream struct {
 	stmtStop *stmtStop
 	// fresh is set on the first stream of a run that did not start from a checkpoint.
 	fresh bool
+	// rotated is set once the stream read a rotation from the binlog: from there on it reads every event in order.
+	rotated bool
 }
 
 type tableState struct {
@@ -637,12 +639,17 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 			return permanent(err)
 		}
 		st.pos = uint32(e.Position)
+		// A rotation read from the binlog (the one a connection starts with has no timestamp): the next file is
+		// read from its start, so its opening events may move the boundary (passHeader).
+		// MariaDB follows a rotation with a rotation of its own making (no timestamp) into the same file.
+		if ev.Header.Timestamp != 0 {
+			st.rotated = true
+		}
 		st.s.cfg.Metrics.Event("rotate")
 		return nil
-	case *replication.FormatDescriptionEvent:
-		// A new connection or a new file; the format event does not move the
-		// position we resume from.
-		return nil
+	case *replication.FormatDescriptionEvent, *replication.PreviousGTIDsEvent, *replication.MariadbGTIDListEvent,
+		*replication.MariadbBinlogCheckPointEvent:
+		return st.passHeader(ctx, ev, endPos)
 	case *replication.GTIDEvent:
 		st.beginTx()
 		if err := st.addGTID(e); err != nil {
@@ -781,6 +788,30 @@ func (st *stream) addGTID(e gtidNexter) error {
 		return permanent(fmt.Errorf("adding GTID %s at %s:%d: %w", next, st.file, st.pos, err))
 	}
 	return nil
+}
+
+// passHeader moves the boundary over an event that opens a binlog file (format description, previous GTIDs on
+// MySQL, GTID list and binlog checkpoint on MariaDB) after a rotation read from the binlog: these belong to no
+// transaction, and on a server idle since the rotation nothing else follows them. Before, the checkpoint stayed in
+// the previous file until the next transaction, and a reconciler pass waited SettleTimeout for a stream that had
+// read everything. The events a connection starts with move nothing: a start by GTID set is sent the file's
+// opening events and then the events from its place further on.
+func (st *stream) passHeader(ctx context.Context, ev *replication.BinlogEvent, endPos uint32) error {
+	if !st.rotated || st.inTx || ev.Header.LogPos == 0 || endPos <= st.pos {
+		if _, ok := ev.Event.(*replication.FormatDescriptionEvent); !ok {
+			st.setPos(endPos) // a connection's format description is the file's, not an event at the position
+		}
+		return nil
+	}
+	st.setPos(endPos)
+	b := change.Position{File: st.file, Pos: st.pos, Flavor: st.flavor, Epoch: st.s.cfg.Epoch,
+		ServerUUID: st.s.cfg.ServerUUID}
+	if st.gset != nil {
+		b.GTIDSet = formatGTIDSet(st.gset)
+	}
+	b = st.boundaryNow(b)
+	st.boundary = &b
+	return st.flush(ctx, false)
 }
 
 // commit marks a transaction boundary at the current position.
