@@ -135,4 +135,16 @@ type Batch struct {
 	Boundary *Position
 	// EventTime is the binlog timestamp of the newest event read, used for lag.
 	EventTime time.Time
+	// Bytes is the size of the changes' values (RowBytes of their rows), what bounds a batch besides its row count:
+	// a transaction of large rows must not gather gigabytes in one batch.
+	Bytes int
+}
+
+// RowBytes is the size of r's values.
+func RowBytes(r Row) int {
+	n := 0
+	for _, v := range r {
+		n += len(v)
+	}
+	return n
 }

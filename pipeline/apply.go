@@ -116,8 +116,10 @@ type ApplyLoop struct {
 	Sink    Applier
 	Ckpt    *Checkpointer
 	MaxRows int
-	Metrics *metrics.Metrics
-	Log     *slog.Logger
+	// MaxBytes bounds the size of the values gathered into one apply batch (change.Batch.Bytes); default 8 MiB.
+	MaxBytes int
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
 }
 
 // Run applies until in is closed (returns nil) or ctx ends or applying fails.
@@ -126,6 +128,9 @@ type ApplyLoop struct {
 func (l *ApplyLoop) Run(ctx context.Context) error {
 	if l.MaxRows <= 0 {
 		l.MaxRows = 4096
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = 8 << 20
 	}
 	if st, ok := l.Sink.(Starter); ok {
 		return l.runOverlapped(ctx, st)
@@ -236,17 +241,19 @@ func (l *ApplyLoop) runOverlapped(ctx context.Context, st Starter) error {
 	}
 }
 
-// gather appends first and the batches already waiting (up to MaxRows rows).
+// gather appends first and the batches already waiting (up to MaxRows rows and MaxBytes bytes).
 func (l *ApplyLoop) gather(first *change.Batch, changes *[]change.Change) (*change.Position, time.Time, bool) {
 	boundary, eventTime := first.Boundary, first.EventTime
 	*changes = append(*changes, first.Changes...)
-	for len(*changes) < l.MaxRows {
+	bytes := first.Bytes
+	for len(*changes) < l.MaxRows && bytes < l.MaxBytes {
 		select {
 		case b, ok := <-l.In:
 			if !ok {
 				return boundary, eventTime, true
 			}
 			*changes = append(*changes, b.Changes...)
+			bytes += b.Bytes
 			if b.Boundary != nil {
 				boundary = b.Boundary
 			}

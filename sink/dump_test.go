@@ -340,14 +340,40 @@ func TestRestoreOutOfMemory(t *testing.T) {
 	wantHash(t, rdb, "shop:users:1", map[string]string{"id": "1", "name": "a", "_v": v(2).String()})
 }
 
+// TestCallsBoundedByBytes checks that rows of a megabyte do not go RowsPerCall to a script call: a call runs alone
+// in Redis, and one of 100 such rows held every other client for seconds.
+func TestCallsBoundedByBytes(t *testing.T) {
+	rdb := sharedClient(t)
+	big := strings.Repeat("x", 400<<10)
+	var changes []change.Change
+	for i := 1; i <= 5; i++ {
+		changes = append(changes, ins(users, v(uint32(i)), r(strconv.Itoa(i), big, nil, nil)))
+	}
+	n := commandCalls(t, rdb, "evalsha")
+	apply(t, newSink(t, rdb, Options{Lanes: 1}), changes...)
+	if got := commandCalls(t, rdb, "evalsha") - n; got != 2 {
+		t.Fatalf("5 rows of 400 KiB went in %d script calls, want 2 (calls of about %d bytes)", got, bytesPerCall)
+	}
+	for i := 1; i <= 5; i++ {
+		if got := rdb.HStrLen(ctxT(t), "shop:users:"+strconv.Itoa(i), "name").Val(); got != int64(len(big)) {
+			t.Fatalf("row %d: name of %d bytes", i, got)
+		}
+	}
+}
+
 func restoreCalls(t *testing.T, rdb redis.UniversalClient) int {
+	return commandCalls(t, rdb, "restore")
+}
+
+// commandCalls is Redis's count of calls of a command (INFO commandstats).
+func commandCalls(t *testing.T, rdb redis.UniversalClient, cmd string) int {
 	t.Helper()
 	info, err := rdb.Info(ctxT(t), "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(info, "\r\n") {
-		if rest, ok := strings.CutPrefix(line, "cmdstat_restore:calls="); ok {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+cmd+":calls="); ok {
 			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
 			return n
 		}

@@ -40,6 +40,15 @@ const (
 // busier, since the next is ready sooner; much smaller ones cost round trips.
 const rowsPerPipeline = 512
 
+// bytesPerCall and bytesPerPipeline bound the same by the size of the rows' values: a script call runs alone in
+// Redis, so a call of RowsPerCall rows of a megabyte each would hold every other client for seconds (and outlast
+// the write timeout), and a pipeline of them would hold gigabytes of arguments. A single row larger than these
+// goes in a call of its own.
+const (
+	bytesPerCall     = 1 << 20
+	bytesPerPipeline = 8 << 20
+)
+
 // TableOptions are the per-table settings.
 type TableOptions struct {
 	// Format is how the row is stored (default FormatHash).
@@ -608,14 +617,18 @@ func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, aft
 	}
 	for pos := 0; pos < len(idx); {
 		var calls [][]int32
-		rows := 0
-		for pos < len(idx) && rows < rowsPerPipeline {
+		rows, bytes := 0, 0
+		for pos < len(idx) && rows < rowsPerPipeline && bytes < bytesPerPipeline {
 			end := pos + 1
-			for end < len(idx) && end-pos < s.opts.RowsPerCall && (!s.cluster || ops[idx[end]].slot == ops[idx[pos]].slot) {
+			b := change.RowBytes(ops[idx[pos]].row)
+			for end < len(idx) && end-pos < s.opts.RowsPerCall && b < bytesPerCall &&
+				(!s.cluster || ops[idx[end]].slot == ops[idx[pos]].slot) {
+				b += change.RowBytes(ops[idx[end]].row)
 				end++
 			}
 			calls = append(calls, idx[pos:end])
 			rows += end - pos
+			bytes += b
 			pos = end
 		}
 		p := s.prepare(ctx, ops, calls)

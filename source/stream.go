@@ -72,6 +72,9 @@ type Config struct {
 	TrackGTID bool
 	// BatchRows bounds the rows of one batch (a larger transaction spans batches).
 	BatchRows int
+	// BatchBytes bounds the size of the values of one batch (change.Batch.Bytes), so that large rows do not
+	// gather BatchRows of them in memory. Default DefaultBatchBytes.
+	BatchBytes int
 	// BatchWait bounds how long a batch that could not be handed off at once
 	// waits for more rows before the source blocks to hand it off.
 	BatchWait time.Duration
@@ -239,6 +242,9 @@ func New(cfg Config, db *sql.DB) *Source {
 	if cfg.BatchRows <= 0 {
 		cfg.BatchRows = 2000
 	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = DefaultBatchBytes
+	}
 	if cfg.BatchWait <= 0 {
 		cfg.BatchWait = 2 * time.Millisecond
 	}
@@ -340,6 +346,10 @@ func (s *Source) Run(ctx context.Context, start change.Position, out chan<- *cha
 		backoff = min(backoff*2, s.cfg.ReconnectMaxBackoff)
 	}
 }
+
+// DefaultBatchBytes is the default Config.BatchBytes: with the queue's batches and the two in flight, it keeps a
+// transaction of large rows to some hundreds of megabytes however many rows it has.
+const DefaultBatchBytes = 4 << 20
 
 // ErrServerChanged means the server behind mysql.addr is no longer the one the stream started on (a failover
 // behind a virtual IP, a DNS name or a proxy).
@@ -510,8 +520,11 @@ func (s *Source) newStream(start change.Position, out chan<- *change.Batch) (*st
 		ReadTimeout:      s.cfg.ReadTimeout,
 		DisableRetrySync: true, // we resume from transaction boundaries ourselves
 		Logger:           slog.New(goMySQLHandler{s.log.Handler()}).With(slog.String("component", "go-mysql")),
-		EventCacheCount:  256,
-		Dialer:           lazyDeadlineDialer(s.cfg.ConnectTimeout, s.cfg.ReadTimeout),
+		// Events read ahead of the parser. An event can hold a row of any size (a row larger than
+		// binlog_row_event_max_size is an event of its own), so this bounds memory as much as speed: 256 held a
+		// quarter of a gigabyte of 1 MiB rows, and drains of small rows go as fast with 16 (BENCHMARKS.md).
+		EventCacheCount: 16,
+		Dialer:          lazyDeadlineDialer(s.cfg.ConnectTimeout, s.cfg.ReadTimeout),
 	}
 	var identityErr error
 	bcfg.Option = func(c *client.Conn) error {
@@ -1188,7 +1201,8 @@ func (st *stream) rows(ctx context.Context, et replication.EventType, e *replica
 		}
 		st.ensurePending() // an overflowing XA transaction may have handed the batch off
 		st.pending.Changes = append(st.pending.Changes, c)
-		if len(st.pending.Changes) >= st.s.cfg.BatchRows {
+		st.pending.Bytes += change.RowBytes(c.Before) + change.RowBytes(c.After)
+		if len(st.pending.Changes) >= st.s.cfg.BatchRows || st.pending.Bytes >= st.s.cfg.BatchBytes {
 			if err := st.flush(ctx, true); err != nil {
 				return err
 			}

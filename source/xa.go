@@ -84,15 +84,14 @@ func (st *stream) xaKeep(ctx context.Context, c change.Change) (bool, error) {
 	return false, st.handOut(ctx, held)
 }
 
-// handOut appends held changes to the pending batch, handing batches off at BatchRows as rows() does (a batch
-// must fit the transports' windows).
+// handOut appends held changes to the pending batch, handing batches off at BatchRows or BatchBytes as rows()
+// does (a batch must fit the transports' windows).
 func (st *stream) handOut(ctx context.Context, changes []change.Change) error {
-	for len(changes) > 0 {
+	for _, c := range changes {
 		st.ensurePending()
-		n := min(len(changes), max(st.s.cfg.BatchRows-len(st.pending.Changes), 1))
-		st.pending.Changes = append(st.pending.Changes, changes[:n]...)
-		changes = changes[n:]
-		if len(st.pending.Changes) >= st.s.cfg.BatchRows {
+		st.pending.Changes = append(st.pending.Changes, c)
+		st.pending.Bytes += change.RowBytes(c.Before) + change.RowBytes(c.After)
+		if len(st.pending.Changes) >= st.s.cfg.BatchRows || st.pending.Bytes >= st.s.cfg.BatchBytes {
 			if err := st.flush(ctx, true); err != nil {
 				return err
 			}
