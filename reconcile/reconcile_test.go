@@ -601,6 +601,36 @@ func TestStalledStreamWaitedForOnce(t *testing.T) {
 	}
 }
 
+// TestDigestCallsSizedByRows checks that the digest script calls of a table of large rows hold few keys: a call
+// runs alone in Redis and reads every field of its rows, and 100 rows of a megabyte held Redis for over a second a
+// call, past the client's read timeout (the pass failed, and the lease went unrenewed).
+func TestDigestCallsSizedByRows(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE big (id INT PRIMARY KEY, v LONGBLOB)",
+		"INSERT INTO big SELECT seq, REPEAT(CHAR(65 + seq % 26), 1048576) FROM seq_1_to_60")
+	r := f.reconciler(1000)
+	f.run(r, PassOptions{}) // writes the rows
+	calls := func() int64 {
+		info := f.rdb.Info(context.Background(), "commandstats").Val()
+		for _, line := range strings.Split(info, "\r\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+				n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+				return n
+			}
+		}
+		return 0
+	}
+	before := calls()
+	rep := f.run(r, PassOptions{})
+	if tr := tableReport(t, rep, "big"); tr.Drift() != 0 || tr.Rows != 60 {
+		t.Fatalf("second pass: %+v, want 60 rows and no drift", tr)
+	}
+	// One call of firstCallKeys keys measures the rows, then about callTime of rows per call: one row each.
+	if n := calls() - before; n < 30 {
+		t.Fatalf("60 rows of 1 MiB were hashed in %d script calls, want calls of a few rows", n)
+	}
+}
+
 // TestCompositeKeysJSONAndTTL covers composite string keys (latin1 and binary), the JSON format and TTL tables.
 func TestCompositeKeysJSONAndTTL(t *testing.T) {
 	f := newFixture(t)

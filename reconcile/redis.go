@@ -7,14 +7,26 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/binlogsync/binlogsync/sink"
 )
 
-// keysPerCall bounds the keys of one digest script call, so one call blocks Redis for about a millisecond.
+// keysPerCall bounds the keys of one digest script call, so one call of usual rows blocks Redis for about a
+// millisecond.
 const keysPerCall = 200
+
+// A digest script call runs alone in Redis and reads every field of its rows, so rows of a megabyte take about
+// 10 ms each. The calls of a table are sized from the time per key its calls took (table.keyCost): at most
+// callTime each, in pipelines of at most pipelineTime, well inside the client's read timeout. Before the first
+// call of a table its rows' size is unknown, so that call has firstCallKeys keys.
+const (
+	callTime      = 10 * time.Millisecond
+	pipelineTime  = 250 * time.Millisecond
+	firstCallKeys = 16
+)
 
 // redisSide computes digests and reads rows in Redis.
 type redisSide struct {
@@ -22,13 +34,47 @@ type redisSide struct {
 	cluster bool
 }
 
+// callKeys is the keys of a digest call whose keys cost cost each in Redis.
+func callKeys(cost time.Duration) int {
+	return int(min(max(callTime/max(cost, 1), 1), keysPerCall))
+}
+
+// replan plans the keys of calls again, in calls of at most perCall keys.
+func (r *redisSide) replan(calls []call, rows, probes []string, perCall int) []call {
+	var ri, pi []int // indexes into rows and probes
+	for _, c := range calls {
+		ri = append(ri, c.rows...)
+		pi = append(pi, c.probes...)
+	}
+	sr, sp := make([]string, len(ri)), make([]string, len(pi))
+	for i, k := range ri {
+		sr[i] = rows[k]
+	}
+	for i, k := range pi {
+		sp[i] = probes[k]
+	}
+	out := r.plan(sr, sp, perCall)
+	for _, c := range out {
+		for i := range c.rows {
+			c.rows[i] = ri[c.rows[i]]
+		}
+		for i := range c.probes {
+			c.probes[i] = pi[c.probes[i]]
+		}
+	}
+	return out
+}
+
 // call is one script call: row keys then probe keys, all in one cluster slot when cluster is set.
 type call struct {
 	rows, probes []int // indexes into the caller's key lists
 }
 
-// plan splits rows and probes into calls of at most keysPerCall keys, one slot per call on a cluster.
-func (r *redisSide) plan(rows, probes []string) []call {
+func (c call) keys() int { return len(c.rows) + len(c.probes) }
+
+// plan splits rows and probes into calls of at most perCall keys, one slot per call on a cluster.
+func (r *redisSide) plan(rows, probes []string, perCall int) []call {
+	keysPerCall := perCall
 	if !r.cluster {
 		var calls []call
 		i, j := 0, 0
@@ -158,10 +204,35 @@ type digestResult struct {
 
 // rangeDigest hashes the row keys in Redis and checks which probe keys exist.
 func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, rows, probes []string) (*digestResult, error) {
-	calls := r.plan(rows, probes)
-	res, err := r.run(ctx, tb, cached, calls, rows, probes)
-	if err != nil {
-		return nil, err
+	cost := time.Duration(tb.keyCost.Load())
+	perCall := firstCallKeys
+	if cost > 0 {
+		perCall = callKeys(cost)
+	}
+	calls := r.plan(rows, probes, perCall)
+	res := make([][]any, 0, len(calls))
+	for lo := 0; lo < len(calls); {
+		hi, keys := lo+1, calls[lo].keys()
+		if cost > 0 {
+			for hi < len(calls) && time.Duration(keys+calls[hi].keys())*cost <= pipelineTime {
+				keys += calls[hi].keys()
+				hi++
+			}
+		}
+		began := time.Now()
+		out, err := r.run(ctx, tb, cached, calls[lo:hi], rows, probes)
+		if err != nil {
+			return nil, err
+		}
+		res = append(res, out...)
+		measured := time.Since(began) / time.Duration(max(keys, 1))
+		tb.keyCost.Store(int64(max(measured, 1)))
+		if cost == 0 && hi < len(calls) && callKeys(measured) != perCall {
+			// The first call of the table measured its rows: plan the rest with calls of that size.
+			calls = append(calls[:hi], r.replan(calls[hi:], rows, probes, callKeys(measured))...)
+		}
+		cost = time.Duration(tb.keyCost.Load())
+		lo = hi
 	}
 	d := &digestResult{hashes: make([]keyHash, len(rows))}
 	for i, c := range calls {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/binlogsync/binlogsync/change"
 	"github.com/binlogsync/binlogsync/sink"
@@ -63,6 +64,9 @@ type table struct {
 	quoted string
 	// intPK is set for a single-column integer primary key: orphan keys between rows can then be probed.
 	intPK bool
+	// keyCost is the measured Redis time per key of the digest script (ns), 0 before the first call: it sizes the
+	// calls and pipelines of rows of any size (redisSide.rangeDigest).
+	keyCost atomic.Int64
 }
 
 // name is "db.table".
