@@ -150,6 +150,7 @@ func Run(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Options
 		return err
 	}
 
+	m.CheckpointStart(start)
 	snk, err := NewSink(cfg, rdb, log, m)
 	if err != nil {
 		return exitErr(ExitConfig, err)

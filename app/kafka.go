@@ -185,6 +185,7 @@ func runKafka(ctx context.Context, cfg *config.Config, log *slog.Logger, opts Op
 			bootstrapper(ctx, cfg, db, flavor, rdb, log)); err != nil {
 			return err
 		}
+		m.CheckpointStart(start)
 		src = newSource(cfg, db, flavor, start, trackGTID, identity, schemaStore(cfg, opts, store, stored), log, m, &ready)
 		ckpt = &pipeline.Checkpointer{Store: store, Interval: cfg.Checkpoint.Interval, Metrics: m,
 			Log: log.With(slog.String("component", "checkpoint"))}

@@ -1179,6 +1179,14 @@ func TestIntegrationCheckpointFollowsRotation(t *testing.T) {
 		t.Fatalf("exit code %d", code)
 	}
 	p = e.start("--config", "../config.example.yaml")
+	// The checkpoint gauges show where it resumed before any transaction (they read 0 until the first).
+	seq, _ := change.FileSeq(file)
+	if got := p.metric(t, "binlogsync_checkpoint_binlog_file_number"); got != float64(seq) {
+		t.Errorf("binlogsync_checkpoint_binlog_file_number = %v after resuming in %s", got, file)
+	}
+	if got := p.metric(t, "binlogsync_checkpoint_binlog_position_bytes"); got != float64(pos) {
+		t.Errorf("binlogsync_checkpoint_binlog_position_bytes = %v after resuming at %d", got, pos)
+	}
 	e.exec("INSERT INTO t VALUES (2)")
 	e.waitSame("t", 20*time.Second, nil, "id")
 	p.stop(t, 15*time.Second)

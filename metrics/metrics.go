@@ -215,6 +215,15 @@ func (a SourceAdapter) SourcePosition(p change.Position, _ time.Time) {
 // XAPrepared records how many prepared XA transactions wait for their outcome.
 func (a SourceAdapter) XAPrepared(n int) { a.M.XAPrepared.Set(float64(n)) }
 
+// CheckpointStart shows the checkpoint a start resumes from (file and position; not the time, since nothing was
+// stored), so the gauges do not read 0 until the first transaction.
+func (m *Metrics) CheckpointStart(p change.Position) {
+	if seq, err := change.FileSeq(p.File); err == nil {
+		m.CheckpointFile.Set(float64(seq))
+		m.CheckpointPos.Set(float64(p.Pos))
+	}
+}
+
 // CheckpointSaved records a stored checkpoint.
 func (m *Metrics) CheckpointSaved(p change.Position) {
 	if seq, err := change.FileSeq(p.File); err == nil {
