@@ -817,14 +817,24 @@ func (st *stream) passHeader(ctx context.Context, ev *replication.BinlogEvent, e
 		return nil
 	}
 	st.setPos(endPos)
-	b := change.Position{File: st.file, Pos: st.pos, Flavor: st.flavor, Epoch: st.s.cfg.Epoch,
-		ServerUUID: st.s.cfg.ServerUUID}
+	st.markBoundary()
+	return st.flush(ctx, false)
+}
+
+// markBoundary makes the current position (and GTID set) the newest boundary to hand out.
+func (st *stream) markBoundary() {
+	b := change.Position{
+		File:       st.file,
+		Pos:        st.pos,
+		Flavor:     st.flavor,
+		Epoch:      st.s.cfg.Epoch,
+		ServerUUID: st.s.cfg.ServerUUID,
+	}
 	if st.gset != nil {
 		b.GTIDSet = formatGTIDSet(st.gset)
 	}
 	b = st.boundaryNow(b)
 	st.boundary = &b
-	return st.flush(ctx, false)
 }
 
 // commit marks a transaction boundary at the current position.
@@ -842,18 +852,7 @@ func (st *stream) commit(ctx context.Context) error {
 	if st.s.schemas.dirty {
 		st.s.saveSchemas(ctx, false)
 	}
-	b := change.Position{
-		File:       st.file,
-		Pos:        st.pos,
-		Flavor:     st.flavor,
-		Epoch:      st.s.cfg.Epoch,
-		ServerUUID: st.s.cfg.ServerUUID,
-	}
-	if st.gset != nil {
-		b.GTIDSet = formatGTIDSet(st.gset)
-	}
-	b = st.boundaryNow(b)
-	st.boundary = &b
+	st.markBoundary()
 	return st.flush(ctx, false)
 }
 
