@@ -345,10 +345,8 @@ func startPosition(ctx context.Context, cfg *config.Config, opts Options, db *sq
 		gtidComplete = p.File == ""
 	case found:
 		p = saved
-		if p.File == "" && cfg.MySQL.GTID == "off" {
-			return p, false, stored, exitErr(ExitConfig, fmt.Errorf("the checkpoint (%s) names only a GTID set (a "+
-				"--start-gtid start stopped before its first transaction), which needs mysql.gtid auto or on; it is off",
-				checkpointWhere(cfg)))
+		if err := checkGTIDOnly(cfg, p); err != nil {
+			return p, false, stored, err
 		}
 		log.Info("resuming from the checkpoint", slog.String("file", p.File), slog.Uint64("pos", uint64(p.Pos)),
 			slog.String("gtid_set", p.GTIDSet))
@@ -445,6 +443,16 @@ func fromOtherServer(cfg *config.Config, saved change.Position, identity string)
 	return p, nil
 }
 
+// checkGTIDOnly refuses a checkpoint of a GTID set alone with mysql.gtid off.
+func checkGTIDOnly(cfg *config.Config, p change.Position) error {
+	if p.File == "" && cfg.MySQL.GTID == "off" {
+		return exitErr(ExitConfig, fmt.Errorf("the checkpoint (%s) names only a GTID set (a --start-gtid start "+
+			"stopped before its first transaction, or a start after a failover), which needs mysql.gtid auto or on; "+
+			"it is off", checkpointWhere(cfg)))
+	}
+	return nil
+}
+
 // checkBinlogThere refuses to resume by file and position from a binlog the server no longer has.
 func checkBinlogThere(ctx context.Context, cfg *config.Config, db *sql.DB, p change.Position) error {
 	if useGTID(cfg, p) {
@@ -487,6 +495,9 @@ func checkResume(ctx context.Context, cfg *config.Config, opts Options, db *sql.
 	}
 	if !found {
 		return nil
+	}
+	if err := checkGTIDOnly(cfg, saved); err != nil {
+		return err
 	}
 	identity, err := serverIdentity(ctx, db, flavor)
 	if err != nil {

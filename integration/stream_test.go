@@ -757,6 +757,13 @@ func TestIntegrationStartFromGTID(t *testing.T) {
 	if ck := readCheckpoint(t, e.ckpt); ck.File != "" || ck.GTIDSet != set {
 		t.Fatalf("checkpoint of a GTID start stopped at once: %+v, want only the set %s", ck, set)
 	}
+	// Such a checkpoint needs GTIDs: --check says so as the start does (it took it for a purged binlog).
+	e.extra["BINLOGSYNC_MYSQL_GTID"] = "off"
+	check := e.spawn("--config", "../config.example.yaml", "--check")
+	if code := check.wait(t, 30*time.Second); code != 2 || !strings.Contains(check.Log(), "names only a GTID set") {
+		t.Fatalf("--check of a GTID-only checkpoint with mysql.gtid off: exit %d, want 2 naming it\n%s", code, check.Log())
+	}
+	delete(e.extra, "BINLOGSYNC_MYSQL_GTID")
 	e.exec("INSERT INTO users (id, name) VALUES (6, 'after')")
 	p = e.start("--config", "../config.example.yaml")
 	waitKeys(3, 4, 5, 6)

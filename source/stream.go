@@ -664,11 +664,13 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 		*replication.MariadbBinlogCheckPointEvent:
 		return st.passHeader(ctx, ev, endPos)
 	case *replication.GTIDEvent:
+		st.atEventStart(ev)
 		st.beginTx()
 		if err := st.addGTID(e); err != nil {
 			return err
 		}
 	case *replication.MariadbGTIDEvent:
+		st.atEventStart(ev)
 		st.beginTx()
 		// MariaDB writes no BEGIN: a group that is not standalone (DDL is) ends with a COMMIT or XID.
 		st.begun = !e.IsStandalone()
@@ -773,6 +775,17 @@ func (st *stream) handle(ctx context.Context, ev *replication.BinlogEvent, endPo
 func (st *stream) setPos(p uint32) {
 	if p != 0 {
 		st.pos = p
+	}
+}
+
+// atEventStart sets the position to where ev starts by its own header, when it has one. The end of the event
+// before is not always there: a start by GTID set skips the transactions already in the set, and MySQL tells where
+// the skipping ended only in a heartbeat. A transaction's versions come from its start, so the first transaction
+// after a GTID resume was versioned at the end of the file's opening events, below the changes already applied
+// from before, and the fence dropped it.
+func (st *stream) atEventStart(ev *replication.BinlogEvent) {
+	if h := ev.Header; h.LogPos != 0 && h.LogPos >= h.EventSize {
+		st.pos = h.LogPos - h.EventSize
 	}
 }
 
