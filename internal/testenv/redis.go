@@ -126,8 +126,13 @@ func NewRedisCluster(t testing.TB, n int) *RedisCluster {
 	c := &RedisCluster{}
 	for i := 0; i < n; i++ {
 		dir := t.TempDir()
+		// The bus port defaults to the port + 10000, among the ephemeral ports outgoing connections take.
+		bus, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
 		r, err := StartRedis(dir, "--cluster-enabled", "yes", "--cluster-config-file", dir+"/nodes.conf",
-			"--cluster-node-timeout", "5000")
+			"--cluster-node-timeout", "5000", "--cluster-port", strconv.Itoa(bus))
 		if err != nil {
 			Require(t, "starting Redis cluster node: %v", err)
 		}

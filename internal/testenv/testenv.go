@@ -132,7 +132,12 @@ func waitLog(path string, from int64, ready string, timeout time.Duration, exite
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("server exited before logging %q to %s", ready, path)
+			b, _ := os.ReadFile(path)
+			b = b[min(from, int64(len(b))):]
+			if len(b) > 2000 {
+				b = b[len(b)-2000:]
+			}
+			return fmt.Errorf("server exited before logging %q to %s; its log ends:\n%s", ready, path, b)
 		default:
 		}
 		if time.Now().After(deadline) {
