@@ -39,6 +39,7 @@ type fixture struct {
 	db    string
 	sqldb *sql.DB
 	rdb   *redis.Client
+	cl    *redis.ClusterClient    // when set, the sink and the reconciler write and read a Redis Cluster
 	opts  map[string]TableOptions // by table name
 	ckpt  *change.Position        // the fake stream checkpoint; nil = no stream
 }
@@ -80,9 +81,17 @@ func (f *fixture) execNoBinlog(stmt string) {
 	}
 }
 
+// client is the Redis the sink and the reconciler use.
+func (f *fixture) client() redis.UniversalClient {
+	if f.cl != nil {
+		return f.cl
+	}
+	return f.rdb
+}
+
 func (f *fixture) sink() *sink.Sink {
 	f.t.Helper()
-	s, err := sink.New(f.rdb, sink.Options{Table: func(t *change.Table) (sink.TableOptions, error) {
+	s, err := sink.New(f.client(), sink.Options{Table: func(t *change.Table) (sink.TableOptions, error) {
 		o := f.opts[t.Name]
 		return sink.TableOptions{Format: o.Format, KeyTemplate: o.KeyTemplate, TTL: o.TTL, KeyIndex: o.KeyIndex}, nil
 	}})
@@ -98,7 +107,7 @@ func (f *fixture) reconciler(chunkRows int) *Reconciler {
 		MySQL:     MySQLConfig{Addr: f.my.Addr(), User: "root", Password: f.my.RootPassword},
 		DB:        f.sqldb,
 		Flavor:    "mariadb",
-		Redis:     f.rdb,
+		Redis:     f.client(),
 		Sink:      f.sink(),
 		Selected:  func(db, _ string) bool { return db == f.db },
 		Table:     func(_, t string) TableOptions { return f.opts[t] },

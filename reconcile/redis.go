@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,6 +33,79 @@ const (
 type redisSide struct {
 	rdb     redis.UniversalClient
 	cluster bool
+
+	// On a cluster, which master serves each slot (masters numbered from 0), so that one call can hold keys of
+	// every slot of a master (nodeDigest). Read from CLUSTER SLOTS at most every ownersTTL; forgotten when a call
+	// met a slot that moved (resharding, failover), and not read again for ownersPause.
+	mu        sync.Mutex
+	owners    []uint16
+	ownersAt  time.Time
+	noOwners  time.Time // until when calls hold keys of one slot
+	noNodeRun bool      // Redis refused nodeDigest (before 7.0): calls of one slot for good
+}
+
+const (
+	ownersTTL   = 10 * time.Second
+	ownersPause = time.Second
+)
+
+// slotOwners returns which master serves each slot, or nil when calls are to hold keys of one slot: not a
+// cluster, CLUSTER SLOTS failed or the map was just found stale.
+func (r *redisSide) slotOwners(ctx context.Context) []uint16 {
+	if !r.cluster {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if r.noNodeRun || now.Before(r.noOwners) {
+		return nil
+	}
+	if r.owners != nil && now.Sub(r.ownersAt) < ownersTTL {
+		return r.owners
+	}
+	slots, err := r.rdb.ClusterSlots(ctx).Result()
+	if err != nil {
+		r.owners, r.noOwners = nil, now.Add(ownersPause)
+		return nil
+	}
+	owners := make([]uint16, sink.SlotCount)
+	covered := 0
+	ids := map[string]uint16{}
+	for _, s := range slots {
+		if len(s.Nodes) == 0 || s.Start < 0 || s.End >= sink.SlotCount || s.Start > s.End {
+			continue
+		}
+		id := s.Nodes[0].ID
+		if id == "" {
+			id = s.Nodes[0].Addr
+		}
+		n, ok := ids[id]
+		if !ok {
+			n = uint16(len(ids))
+			ids[id] = n
+		}
+		for i := s.Start; i <= s.End; i++ {
+			owners[i] = n
+		}
+		covered += int(s.End - s.Start + 1)
+	}
+	if covered != sink.SlotCount { // slots not served: the calls of one slot get the cluster's own error
+		r.owners, r.noOwners = nil, now.Add(ownersPause)
+		return nil
+	}
+	r.owners, r.ownersAt = owners, now
+	return owners
+}
+
+// forgetOwners drops the slot map after a call of a master's keys failed.
+func (r *redisSide) forgetOwners(refused bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.owners, r.noOwners = nil, time.Now().Add(ownersPause)
+	if refused {
+		r.noNodeRun = true
+	}
 }
 
 // callKeys is the keys of a digest call whose keys cost cost each in Redis.
@@ -40,7 +114,7 @@ func callKeys(cost time.Duration) int {
 }
 
 // replan plans the keys of calls again, in calls of at most perCall keys.
-func (r *redisSide) replan(calls []call, rows, probes []string, perCall int) []call {
+func (r *redisSide) replan(calls []call, rows, probes []string, perCall int, owners []uint16) []call {
 	var ri, pi []int // indexes into rows and probes
 	for _, c := range calls {
 		ri = append(ri, c.rows...)
@@ -53,7 +127,7 @@ func (r *redisSide) replan(calls []call, rows, probes []string, perCall int) []c
 	for i, k := range pi {
 		sp[i] = probes[k]
 	}
-	out := r.plan(sr, sp, perCall)
+	out := r.plan(sr, sp, perCall, owners)
 	for _, c := range out {
 		for i := range c.rows {
 			c.rows[i] = ri[c.rows[i]]
@@ -65,15 +139,17 @@ func (r *redisSide) replan(calls []call, rows, probes []string, perCall int) []c
 	return out
 }
 
-// call is one script call: row keys then probe keys, all in one cluster slot when cluster is set.
+// call is one script call: row keys then probe keys; on a cluster, all of one master (keys passed to nodeDigest)
+// or of one slot.
 type call struct {
 	rows, probes []int // indexes into the caller's key lists
 }
 
 func (c call) keys() int { return len(c.rows) + len(c.probes) }
 
-// plan splits rows and probes into calls of at most perCall keys, one slot per call on a cluster.
-func (r *redisSide) plan(rows, probes []string, perCall int) []call {
+// plan splits rows and probes into calls of at most perCall keys; on a cluster, one master's keys per call when
+// owners maps the slots to masters, else one slot's.
+func (r *redisSide) plan(rows, probes []string, perCall int, owners []uint16) []call {
 	keysPerCall := perCall
 	if !r.cluster {
 		var calls []call
@@ -91,9 +167,12 @@ func (r *redisSide) plan(rows, probes []string, perCall int) []call {
 		return calls
 	}
 	var out []call
-	open := map[int]int{} // slot -> index in out of the call being filled
+	open := map[int]int{} // slot or master -> index in out of the call being filled
 	add := func(key string, f func(c *call)) {
 		s := sink.Slot(key)
+		if owners != nil {
+			s = int(owners[s])
+		}
 		i, ok := open[s]
 		if !ok || len(out[i].rows)+len(out[i].probes) >= keysPerCall {
 			out = append(out, call{})
@@ -137,8 +216,23 @@ func scriptArgs(tb *table, cached bool, nrows int) []any {
 	return args
 }
 
-// run executes the digest script for every call in one pipeline, loading the script once if Redis lost it.
-func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []call, rows, probes []string) ([][]any, error) {
+// errNodeCall is a call of one master's keys that failed (a slot moved, or Redis refused nodeDigest): the caller
+// calls again by slot.
+type errNodeCall struct {
+	err     error
+	refused bool // Redis refused the script itself
+}
+
+func (e *errNodeCall) Error() string { return e.err.Error() }
+func (e *errNodeCall) Unwrap() error { return e.err }
+
+// run executes the digest script for every call in one pipeline, loading the script once if Redis lost it. With
+// byNode, each call holds keys of one cluster master (nodeDigest); any failure is then an *errNodeCall.
+func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []call, rows, probes []string, byNode bool) ([][]any, error) {
+	script := digest
+	if byNode {
+		script = nodeDigest
+	}
 	for attempt := 0; ; attempt++ {
 		pipe := r.rdb.Pipeline()
 		cmds := make([]*redis.Cmd, len(calls))
@@ -150,7 +244,14 @@ func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []cal
 			for _, k := range c.probes {
 				keys = append(keys, probes[k])
 			}
-			cmds[i] = pipe.EvalSha(ctx, digest.Hash(), keys, scriptArgs(tb, cached, len(c.rows))...)
+			args := scriptArgs(tb, cached, len(c.rows))
+			if byNode {
+				for _, k := range keys {
+					args = append(args, k)
+				}
+				keys = keys[:1] // routes the call
+			}
+			cmds[i] = pipe.EvalSha(ctx, script.Hash(), keys, args...)
 		}
 		_, _ = pipe.Exec(ctx) // each command's result is checked below
 		out := make([][]any, len(calls))
@@ -169,7 +270,11 @@ func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []cal
 			out[i] = res
 		}
 		if firstErr != nil {
-			return nil, fmt.Errorf("computing digests of %s in Redis: %w", tb.name(), firstErr)
+			err := fmt.Errorf("computing digests of %s in Redis: %w", tb.name(), firstErr)
+			if byNode {
+				return nil, &errNodeCall{err: err}
+			}
+			return nil, err
 		}
 		if !noScript {
 			return out, nil
@@ -177,10 +282,32 @@ func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []cal
 		if attempt > 0 {
 			return nil, errors.New("computing digests in Redis: the script keeps disappearing (NOSCRIPT after loading it)")
 		}
-		if err := r.rdb.ScriptLoad(ctx, digestScript).Err(); err != nil {
-			return nil, fmt.Errorf("loading the digest script: %w", err)
+		if err := r.load(ctx, script); err != nil {
+			err = fmt.Errorf("loading the digest script: %w", err)
+			if byNode {
+				return nil, &errNodeCall{err: err, refused: serverRefused(err)}
+			}
+			return nil, err
 		}
 	}
+}
+
+// serverRefused reports whether Redis answered err with ERR (a script it cannot compile or a flag it does not
+// know), not a connection failure or a transient state.
+func serverRefused(err error) bool {
+	var rerr redis.Error
+	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "ERR")
+}
+
+// load loads script into every master of a cluster (a pipeline's EVALSHA goes to each key's master), or into the
+// one Redis.
+func (r *redisSide) load(ctx context.Context, script *redis.Script) error {
+	if c, ok := r.rdb.(*redis.ClusterClient); ok {
+		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			return script.Load(ctx, m).Err()
+		})
+	}
+	return script.Load(ctx, r.rdb).Err()
 }
 
 // badRowHash stands for a key that is not a row of the table's format in a range's XOR: no MySQL row hashes to
@@ -209,7 +336,8 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 	if cost > 0 {
 		perCall = callKeys(cost)
 	}
-	calls := r.plan(rows, probes, perCall)
+	owners := r.slotOwners(ctx)
+	calls := r.plan(rows, probes, perCall, owners)
 	res := make([][]any, 0, len(calls))
 	for lo := 0; lo < len(calls); {
 		hi, keys := lo+1, calls[lo].keys()
@@ -220,7 +348,17 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 			}
 		}
 		began := time.Now()
-		out, err := r.run(ctx, tb, cached, calls[lo:hi], rows, probes)
+		out, err := r.run(ctx, tb, cached, calls[lo:hi], rows, probes, owners != nil)
+		var nodeErr *errNodeCall
+		if errors.As(err, &nodeErr) {
+			// A slot moved since the map was read, or Redis refused nodeDigest: these keys and the rest are
+			// hashed in calls of one slot, which follow the cluster's redirections. (A call that got as far as
+			// hashing rows only cached their hashes.)
+			r.forgetOwners(nodeErr.refused)
+			owners = nil
+			calls = append(calls[:lo], r.replan(calls[lo:], rows, probes, perCall, nil)...)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -229,7 +367,8 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 		tb.keyCost.Store(int64(max(measured, 1)))
 		if cost == 0 && hi < len(calls) && callKeys(measured) != perCall {
 			// The first call of the table measured its rows: plan the rest with calls of that size.
-			calls = append(calls[:hi], r.replan(calls[hi:], rows, probes, callKeys(measured))...)
+			perCall = callKeys(measured)
+			calls = append(calls[:hi], r.replan(calls[hi:], rows, probes, perCall, owners)...)
 		}
 		cost = time.Duration(tb.keyCost.Load())
 		lo = hi

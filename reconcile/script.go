@@ -8,7 +8,8 @@ import "github.com/redis/go-redis/v9"
 // KEYS are row keys (ARGV[3] of them), then probe keys. ARGV: [1] "c" to use cached row hashes, "f" to recompute
 // every row from its fields, [2] format ("h" hash, "j" JSON), [3] the number of row keys, [4] the number of
 // columns n, [5..4+n] the field names in column order, [5+n..4+2n] the column kinds ("n" numeric, "f" FLOAT, "s"
-// other).
+// other). When ARGV goes on after that, the keys are there instead, and KEYS[1] only routes the call to a
+// cluster master (nodeDigest).
 //
 // It returns {per-key hashes, probe hits...}: per-key hashes is one string of 17 bytes per row key, a status byte
 // ("+" a row, "-" no key, "E" not a row of this format) then the row's hash in 16 hex digits; probe hits are the
@@ -31,6 +32,11 @@ for i = 1, ncols do
   cols[i] = ARGV[4 + i]
   kinds[i] = ARGV[4 + ncols + i]
   known[cols[i]] = true
+end
+local keys, nkeys = KEYS, #KEYS
+if #ARGV > 4 + 2 * ncols then
+  keys, nkeys = {}, #ARGV - 4 - 2 * ncols
+  for i = 1, nkeys do keys[i] = ARGV[4 + 2 * ncols + i] end
 end
 local sfmt, ssub, tonum = string.format, string.sub, tonumber
 local sig = ssub(redis.sha1hex(table.concat(cols, '\0') .. '|' .. table.concat(kinds)), 1, 8)
@@ -72,12 +78,14 @@ local function canonf(v)
   return fmtdouble(struct.unpack('f', struct.pack('f', x)))
 end
 
-local b64 = {}
-do
-  local a = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
-  for i = 1, 64 do b64[string.byte(a, i)] = i - 1 end
-end
+-- The base64 table is built at the first binary value: building it costs a call more than hashing a row.
+local b64
 local function unb64(s)
+  if not b64 then
+    b64 = {}
+    local a = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+    for i = 1, 64 do b64[string.byte(a, i)] = i - 1 end
+  end
   local out, n, bits, nb = {}, 0, 0, 0
   for i = 1, #s do
     local v = b64[string.byte(s, i)]
@@ -177,7 +185,7 @@ end
 
 local packed, np = {}, 0
 for i = 1, nrows do
-  local h = hash(KEYS[i])
+  local h = hash(keys[i])
   if h == nil then
     packed[np + 1] = '-0000000000000000'; np = np + 1
   elseif h == false then
@@ -187,13 +195,19 @@ for i = 1, nrows do
   end
 end
 local res = {tconcat(packed, '', 1, np)}
-for i = nrows + 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then res[#res + 1] = i - nrows end
+for i = nrows + 1, nkeys do
+  if redis.call('EXISTS', keys[i]) == 1 then res[#res + 1] = i - nrows end
 end
 return res
 `
 
 var digest = redis.NewScript(digestScript)
+
+// nodeDigest is digestScript for a call that holds keys of many slots of one cluster master, passed in ARGV:
+// Redis 7.0's allow-cross-slot-keys flag lets a script read keys of other slots than its declared one, as long as
+// this node serves them. A range's keys spread over the 16384 slots, so calls of one slot held about one key each
+// and the script's set-up cost Redis more than the rows.
+var nodeDigest = redis.NewScript("#!lua flags=allow-cross-slot-keys\n" + digestScript)
 
 // resetScript deletes a row key that a repair at version ARGV[1] could not replace: a key holding another type
 // than the format's (ARGV[2]: "h" hash, "j" JSON string), or a row whose version is exactly ARGV[1] (hash: field

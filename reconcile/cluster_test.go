@@ -1,0 +1,110 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/internal/testenv"
+)
+
+// evalCalls is the number of EVALSHA calls the masters of cl have served.
+func evalCalls(t *testing.T, cl *testenv.RedisCluster) int64 {
+	t.Helper()
+	var n int64
+	for _, node := range cl.Nodes {
+		c := redis.NewClient(&redis.Options{Addr: node.Addr(), DisableIdentity: true})
+		info, err := c.Info(context.Background(), "commandstats").Result()
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+				v, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+				n += v
+			}
+		}
+	}
+	return n
+}
+
+// On a Redis Cluster a range's keys spread over the 16384 slots. The digest calls hold the keys of every slot of
+// one master (nodeDigest), not of one slot, which made calls of about one key each. When the map of slots to
+// masters is wrong (a slot moved), the keys are hashed again in calls of one slot and the pass ends right.
+func TestClusterDigestCallsByMaster(t *testing.T) {
+	const rows = 3000
+	f := newFixture(t)
+	cl := testenv.NewRedisCluster(t, 3)
+	f.cl = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), DisableIdentity: true})
+	t.Cleanup(func() { f.cl.Close() })
+	f.exec(`CREATE TABLE c (id INT PRIMARY KEY, name VARCHAR(40), n INT)`,
+		`INSERT INTO c SELECT seq, CONCAT('name ', seq), seq * 3 FROM seq_1_to_`+strconv.Itoa(rows))
+	r := f.reconciler(1000)
+	if rep := f.run(r, PassOptions{}); rep.Total().Missing.Repaired != rows {
+		t.Fatalf("the first pass loaded %+v, want %d missing rows repaired", rep.Total().Missing, rows)
+	}
+
+	before := evalCalls(t, cl)
+	rep := f.run(r, PassOptions{NoScanOrphans: true})
+	calls := evalCalls(t, cl) - before
+	if tot := rep.Total(); tot.Drift() != 0 || tot.Rows != rows {
+		t.Fatalf("zero-drift pass: %+v", tot)
+	}
+	t.Logf("calls %d", calls)
+	// By slot, nearly every key was a call of its own (3,000 keys over 16,384 slots).
+	if calls > rows/10 {
+		t.Fatalf("%d digest calls for %d rows: calls are not by master", calls, rows)
+	}
+	if r.redis.slotOwners(context.Background()) == nil {
+		t.Fatal("no map of slots to masters on a cluster")
+	}
+
+	// A map that puts every slot on one master: the calls reach keys their master does not serve.
+	wrong := make([]uint16, len(r.redis.owners))
+	r.redis.mu.Lock()
+	r.redis.owners = wrong
+	r.redis.mu.Unlock()
+	ctx := context.Background()
+	tb, err := loadTable(ctx, f.sqldb, f.db, "c", TableOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const drift = 20
+	for i := 1; i <= drift; i++ {
+		key, err := tb.key(r.cfg.Sink, [][]byte{[]byte(strconv.Itoa(i * 100))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			err = f.cl.Del(ctx, key).Err()
+		} else {
+			err = f.cl.HSet(ctx, key, "name", "changed").Err()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep = f.run(r, PassOptions{NoScanOrphans: true})
+	tot := rep.Total()
+	if tot.Missing.Repaired != drift/2 || tot.Stale.Repaired != drift/2 || tot.Extra.Found != 0 {
+		t.Fatalf("after %d deleted and %d changed keys, with a wrong slot map: %+v", drift/2, drift/2, tot)
+	}
+	r.redis.mu.Lock()
+	stale := fmt.Sprint(r.redis.owners) == fmt.Sprint(wrong)
+	r.redis.mu.Unlock()
+	if stale {
+		t.Fatal("the wrong slot map was kept after calls failed")
+	}
+	if tot := f.run(r, PassOptions{NoScanOrphans: true}).Total(); tot.Drift() != 0 {
+		t.Fatalf("drift left after the repair: %+v", tot)
+	}
+	key, _ := tb.key(r.cfg.Sink, [][]byte{[]byte("300")})
+	if v, err := f.cl.HGet(ctx, key, "name").Result(); err != nil || v != "name 300" {
+		t.Fatalf("%s name = %q, %v; want the MySQL value", key, v, err)
+	}
+}
