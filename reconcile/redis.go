@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -33,79 +32,7 @@ const (
 type redisSide struct {
 	rdb     redis.UniversalClient
 	cluster bool
-
-	// On a cluster, which master serves each slot (masters numbered from 0), so that one call can hold keys of
-	// every slot of a master (nodeDigest). Read from CLUSTER SLOTS at most every ownersTTL; forgotten when a call
-	// met a slot that moved (resharding, failover), and not read again for ownersPause.
-	mu        sync.Mutex
-	owners    []uint16
-	ownersAt  time.Time
-	noOwners  time.Time // until when calls hold keys of one slot
-	noNodeRun bool      // Redis refused nodeDigest (before 7.0): calls of one slot for good
-}
-
-const (
-	ownersTTL   = 10 * time.Second
-	ownersPause = time.Second
-)
-
-// slotOwners returns which master serves each slot, or nil when calls are to hold keys of one slot: not a
-// cluster, CLUSTER SLOTS failed or the map was just found stale.
-func (r *redisSide) slotOwners(ctx context.Context) []uint16 {
-	if !r.cluster {
-		return nil
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := time.Now()
-	if r.noNodeRun || now.Before(r.noOwners) {
-		return nil
-	}
-	if r.owners != nil && now.Sub(r.ownersAt) < ownersTTL {
-		return r.owners
-	}
-	slots, err := r.rdb.ClusterSlots(ctx).Result()
-	if err != nil {
-		r.owners, r.noOwners = nil, now.Add(ownersPause)
-		return nil
-	}
-	owners := make([]uint16, sink.SlotCount)
-	covered := 0
-	ids := map[string]uint16{}
-	for _, s := range slots {
-		if len(s.Nodes) == 0 || s.Start < 0 || s.End >= sink.SlotCount || s.Start > s.End {
-			continue
-		}
-		id := s.Nodes[0].ID
-		if id == "" {
-			id = s.Nodes[0].Addr
-		}
-		n, ok := ids[id]
-		if !ok {
-			n = uint16(len(ids))
-			ids[id] = n
-		}
-		for i := s.Start; i <= s.End; i++ {
-			owners[i] = n
-		}
-		covered += int(s.End - s.Start + 1)
-	}
-	if covered != sink.SlotCount { // slots not served: the calls of one slot get the cluster's own error
-		r.owners, r.noOwners = nil, now.Add(ownersPause)
-		return nil
-	}
-	r.owners, r.ownersAt = owners, now
-	return owners
-}
-
-// forgetOwners drops the slot map after a call of a master's keys failed.
-func (r *redisSide) forgetOwners(refused bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.owners, r.noOwners = nil, time.Now().Add(ownersPause)
-	if refused {
-		r.noNodeRun = true
-	}
+	slots   sink.SlotMap // on a cluster, so that a call can hold keys of every slot of one master
 }
 
 // callKeys is the keys of a digest call whose keys cost cost each in Redis.
@@ -220,7 +147,7 @@ func scriptArgs(tb *table, cached bool, nrows int) []any {
 // calls again by slot.
 type errNodeCall struct {
 	err     error
-	refused bool // Redis refused the script itself
+	loading bool // loading the script failed
 }
 
 func (e *errNodeCall) Error() string { return e.err.Error() }
@@ -285,18 +212,11 @@ func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []cal
 		if err := r.load(ctx, script); err != nil {
 			err = fmt.Errorf("loading the digest script: %w", err)
 			if byNode {
-				return nil, &errNodeCall{err: err, refused: serverRefused(err)}
+				return nil, &errNodeCall{err: err, loading: true}
 			}
 			return nil, err
 		}
 	}
-}
-
-// serverRefused reports whether Redis answered err with ERR (a script it cannot compile or a flag it does not
-// know), not a connection failure or a transient state.
-func serverRefused(err error) bool {
-	var rerr redis.Error
-	return errors.As(err, &rerr) && strings.HasPrefix(rerr.Error(), "ERR")
 }
 
 // load loads script into every master of a cluster (a pipeline's EVALSHA goes to each key's master), or into the
@@ -336,7 +256,7 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 	if cost > 0 {
 		perCall = callKeys(cost)
 	}
-	owners := r.slotOwners(ctx)
+	owners := r.slots.Owners(ctx, r.rdb)
 	calls := r.plan(rows, probes, perCall, owners)
 	res := make([][]any, 0, len(calls))
 	for lo := 0; lo < len(calls); {
@@ -354,7 +274,7 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 			// A slot moved since the map was read, or Redis refused nodeDigest: these keys and the rest are
 			// hashed in calls of one slot, which follow the cluster's redirections. (A call that got as far as
 			// hashing rows only cached their hashes.)
-			r.forgetOwners(nodeErr.refused)
+			r.slots.Forget(nodeErr.err, nodeErr.loading)
 			owners = nil
 			calls = append(calls[:lo], r.replan(calls[lo:], rows, probes, perCall, nil)...)
 			continue

@@ -33,10 +33,17 @@ for i = 1, ncols do
   kinds[i] = ARGV[4 + ncols + i]
   known[cols[i]] = true
 end
-local keys, nkeys = KEYS, #KEYS
-if #ARGV > 4 + 2 * ncols then
+local keys, nkeys, node = KEYS, #KEYS, #ARGV > 4 + 2 * ncols
+if node then
   keys, nkeys = {}, #ARGV - 4 - 2 * ncols
   for i = 1, nkeys do keys[i] = ARGV[4 + 2 * ncols + i] end
+end
+-- read is redis.pcall, except that in a call of a master's keys a key this node does not serve (its slot moved)
+-- ends the call, which the reconciler then makes again by slot.
+local function read(...)
+  local r = redis.pcall(...)
+  if node and type(r) == 'table' and r.err and string.find(r.err, 'cluster', 1, true) then error(r) end
+  return r
 end
 local sfmt, ssub, tonum = string.format, string.sub, tonumber
 local sig = ssub(redis.sha1hex(table.concat(cols, '\0') .. '|' .. table.concat(kinds)), 1, 8)
@@ -141,11 +148,11 @@ hmargs[ncols + 1] = '_h'
 local function hash(key)
   if fmt == 'h' then
     if cache then
-      local c = redis.pcall('HGET', key, '_h')
+      local c = read('HGET', key, '_h')
       if type(c) == 'string' and #c == 24 and string.find(c, sig, 1, true) == 1 then return ssub(c, 9) end
       if type(c) == 'table' then return false end
     end
-    local r = redis.pcall('HMGET', key, unpack(hmargs))
+    local r = read('HMGET', key, unpack(hmargs))
     if type(r) ~= 'table' or r.err then return false end
     local n = 1 -- _v
     for i = 1, ncols + 1 do
@@ -161,7 +168,7 @@ local function hash(key)
     end
     return h
   end
-  local s = redis.pcall('GET', key)
+  local s = read('GET', key)
   if s == false then return nil end
   if type(s) ~= 'string' then return false end
   local ok, doc = pcall(cjson.decode, s)

@@ -3,7 +3,9 @@ package sink
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -109,4 +111,104 @@ func TestCluster(t *testing.T) {
 		// Replaying the batch is a no-op.
 		wantStats(t, apply(t, s, changes...), Stats{Skipped: 3500})
 	})
+
+	// A batch's rows spread over the 16384 slots. Calls hold the rows of every slot of one master (nodeScript),
+	// not of one slot, which made calls of about one row each; a wrong map of slots to masters costs a retry by slot,
+	// not a row.
+	t.Run("CallsByMaster", func(t *testing.T) {
+		hashes := &change.Table{DB: "shop", Name: "bym", Columns: []string{"id", "name"}, PK: []int{0}}
+		docs := &change.Table{DB: "shop", Name: "bymj", Columns: []string{"id", "name"}, PK: []int{0}}
+		s := newSink(t, rdb, Options{Table: func(t *change.Table) (TableOptions, error) {
+			if t == docs {
+				return TableOptions{Format: FormatJSON}, nil
+			}
+			return TableOptions{KeyIndex: true}, nil
+		}})
+		const rows = 2000
+		n := uint32(0)
+		var changes []change.Change
+		for i := range rows {
+			n++
+			changes = append(changes, ins(hashes, v(n), r(fmt.Sprint(i), "a")))
+			n++
+			changes = append(changes, ins(docs, v(n), r(fmt.Sprint(i), "a")))
+		}
+		for i := range rows { // the same keys again in the same batch: each key's changes keep their order
+			n++
+			if i%5 == 0 {
+				changes = append(changes, del(hashes, v(n), r(fmt.Sprint(i), "a")))
+			} else {
+				changes = append(changes, upd(hashes, v(n), r(fmt.Sprint(i), "a"), r(fmt.Sprint(i), "b")))
+			}
+		}
+		calls0 := evalCalls(t, rdb)
+		wantStats(t, apply(t, s, changes...), Stats{Written: 2*rows + rows*4/5, Deleted: rows / 5})
+		calls := evalCalls(t, rdb) - calls0
+		t.Logf("%d script calls for %d changes", calls, len(changes))
+		if calls > rows/4 {
+			t.Fatalf("%d script calls for %d changes: calls are not by master", calls, len(changes))
+		}
+		check := func(name string) {
+			t.Helper()
+			for i := range rows {
+				key := fmt.Sprintf("shop:bym:%d", i)
+				if i%5 == 0 {
+					wantAbsent(t, rdb, key)
+				} else if got := rdb.HGet(ctxT(t), key, "name").Val(); got != name {
+					t.Fatalf("%s name = %q, want %q", key, got, name)
+				}
+				doc := rdb.Get(ctxT(t), fmt.Sprintf("shop:bymj:%d", i)).Val()
+				if !strings.Contains(doc, `"name":"a"`) {
+					t.Fatalf("shop:bymj:%d = %q", i, doc)
+				}
+			}
+		}
+		check("b")
+
+		// A map that puts every slot on one master: two thirds of the calls reach rows their master does not
+		// serve; they are sent again by slot, and the map is read again.
+		wrong := make([]uint16, SlotCount)
+		s.slots.Set(wrong)
+		changes = changes[:0]
+		for i := range rows {
+			if i%5 != 0 {
+				n++
+				changes = append(changes, upd(hashes, v(n), r(fmt.Sprint(i), "b"), r(fmt.Sprint(i), "c")))
+			}
+		}
+		st := apply(t, s, changes...)
+		if st.Written+st.Skipped != len(changes) || st.Written < len(changes)/3 {
+			t.Fatalf("with a wrong slot map: %+v for %d changes", st, len(changes))
+		}
+		check("c")
+		if fmt.Sprint(s.slots.Current()) == fmt.Sprint(wrong) {
+			t.Fatal("the wrong slot map was kept after calls failed")
+		}
+	})
+}
+
+// evalCalls is the number of EVALSHA calls the masters of rdb have served.
+func evalCalls(t *testing.T, rdb *redis.ClusterClient) int64 {
+	t.Helper()
+	var mu sync.Mutex
+	var n int64
+	err := rdb.ForEachMaster(ctxT(t), func(ctx context.Context, m *redis.Client) error {
+		info, err := m.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+				v, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+				mu.Lock()
+				n += v
+				mu.Unlock()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

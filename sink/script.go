@@ -9,7 +9,7 @@ import (
 	"github.com/binlogsync/binlogsync/change"
 )
 
-// applyScript applies a run of rows that all live in one cluster slot.
+// applyScript applies a run of rows that all live in one cluster slot, or on one cluster master (nodeScript).
 //
 // KEYS holds the N row keys, then their N tombstone keys, and when ARGV[2] is "3" also N key-index sets (IndexKey;
 // the row's tombstone key again for rows of tables without an index). ARGV[1] is the tombstone TTL in
@@ -47,6 +47,15 @@ import (
 // Versions are compared as Lua strings: equal-length lower-case hex text orders like the versions.
 const applyScript = `
 local tombttl, stride = ARGV[1], tonumber(ARGV[2])
+-- K is the keys. A call of one cluster master's rows (nodeScript) declares only one key, to route the call: its
+-- keys end ARGV, followed by their number. (Any other call has at least two keys per row.)
+local K, node = KEYS, #KEYS == 1
+if node then
+  local nk = tonumber(ARGV[#ARGV])
+  local base = #ARGV - 1 - nk
+  K = {}
+  for i = 1, nk do K[i] = ARGV[base + i] end
+end
 -- writehash sets the version and the field/value pairs ARGV[first..last] of a row, then its TTL.
 local function writehash(key, ver, ttl, first, last)
   local j = first
@@ -70,13 +79,13 @@ local function restore(key, ttl, payload)
   local r = redis.pcall('RESTORE', key, ttl, payload, 'REPLACE')
   if type(r) == 'table' and r.err then return r.err end
 end
-local nrows = #KEYS / stride
+local nrows = #K / stride
 local res = {}
 local a = 4
 -- checked applies row i after reading its stored version (and tombstone); it returns an error to end the call with.
 local function checked(i, op, ver, ttl, first, last)
-  local key, tomb = KEYS[i], KEYS[nrows + i]
-  local idx = #op == 3 and KEYS[2 * nrows + i]
+  local key, tomb = K[i], K[nrows + i]
+  local idx = #op == 3 and K[2 * nrows + i]
   local kind = string.sub(op, 2, 2)
   local hash = kind ~= 'j'
   local cur, hadtomb
@@ -94,7 +103,11 @@ local function checked(i, op, ver, ttl, first, last)
   end
   local isnew = cur == false or hadtomb -- no stored version
   if type(cur) == 'table' then
-    res[i] = tostring(cur.err or cur)
+    local msg = tostring(cur.err or cur)
+    -- A key of a call of a master's rows that this node does not serve (the slot moved): the call ends, and the
+    -- sink sends its rows again by slot.
+    if node and string.find(msg, 'cluster', 1, true) then return msg end
+    res[i] = msg
   elseif cur and ver <= cur then
     res[i] = 0
   elseif string.sub(op, 1, 1) == 'd' then
@@ -127,25 +140,32 @@ end
 local compact = ARGV[4] == 'P'
 local pttl, pvers, pop = ARGV[5], ARGV[6], 'wp'
 if stride == 3 then pop = 'wpi' end
-local fresh = ARGV[3] == 'f' and redis.call('EXISTS', KEYS[1]) == 0 -- most calls of existing rows stop here
+local fresh = ARGV[3] == 'f' and redis.call('EXISTS', K[1]) == 0 -- most calls of existing rows stop here
 if fresh then
   -- A compact call looks up only the tombstones: its RESTOREs, without REPLACE, refuse a key that exists.
   local from = 1
   if compact then from = nrows + 1 end
-  for j = from, 2 * nrows, 1000 do
-    if redis.call('EXISTS', unpack(KEYS, j, math.min(j + 999, 2 * nrows))) ~= 0 then fresh = false; break end
+  if node then
+    -- One command's keys must share a slot, even in a script allowed to cross slots.
+    for j = from, 2 * nrows do
+      if redis.call('EXISTS', K[j]) ~= 0 then fresh = false; break end
+    end
+  else
+    for j = from, 2 * nrows, 1000 do
+      if redis.call('EXISTS', unpack(K, j, math.min(j + 999, 2 * nrows))) ~= 0 then fresh = false; break end
+    end
   end
 end
 local start = 1
 if fresh and compact then
   for i = 1, nrows do
-    local r = redis.pcall('RESTORE', KEYS[i], pttl, ARGV[6 + i])
+    local r = redis.pcall('RESTORE', K[i], pttl, ARGV[6 + i])
     if type(r) == 'table' and r.err then
       -- BUSYKEY (checked before the payload is read): the key exists; it and the rows after it are checked.
       if string.sub(r.err, 1, 7) == 'BUSYKEY' then fresh = false; start = i; break end
       return redis.error_reply(norestore(r.err))
     end
-    if stride == 3 then redis.call('SADD', KEYS[2 * nrows + i], KEYS[i]) end
+    if stride == 3 then redis.call('SADD', K[2 * nrows + i], K[i]) end
     res[i] = 1
   end
   if fresh then return res end
@@ -156,15 +176,15 @@ if fresh then
     local op, ver, ttl, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
     local first, last = a + 4, a + 3 + n
     a = last + 1
-    local key = KEYS[i]
+    local key = K[i]
     if op == 'wp' or op == 'wpi' then
       local err = restore(key, ttl, ARGV[first])
       if err then return redis.error_reply(norestore(err)) end
-      if op == 'wpi' then redis.call('SADD', KEYS[2 * nrows + i], key) end
+      if op == 'wpi' then redis.call('SADD', K[2 * nrows + i], key) end
       res[i] = 1
     elseif op == 'wh' or op == 'whi' then
       writehash(key, ver, ttl, first, last)
-      if op == 'whi' then redis.call('SADD', KEYS[2 * nrows + i], key) end
+      if op == 'whi' then redis.call('SADD', K[2 * nrows + i], key) end
       res[i] = 1
     elseif op == 'wj' or op == 'wji' then
       if ttl ~= '0' then
@@ -172,11 +192,11 @@ if fresh then
       else
         redis.call('SET', key, ARGV[first])
       end
-      if op == 'wji' then redis.call('SADD', KEYS[2 * nrows + i], key) end
+      if op == 'wji' then redis.call('SADD', K[2 * nrows + i], key) end
       res[i] = 1
     else
-      redis.call('SET', KEYS[nrows + i], ver, 'PX', tombttl)
-      if #op == 3 then redis.call('SREM', KEYS[2 * nrows + i], key) end
+      redis.call('SET', K[nrows + i], ver, 'PX', tombttl)
+      if #op == 3 then redis.call('SREM', K[2 * nrows + i], key) end
       res[i] = 2
     end
   end
@@ -200,6 +220,12 @@ return res
 `
 
 var script = redis.NewScript(applyScript)
+
+// nodeScript is applyScript for a call of rows of many slots of one cluster master: its keys are passed at the
+// end of ARGV, followed by their number, and KEYS holds one of them to route the call (see SlotMap).
+var nodeScript = redis.NewScript(nodeApplyScript)
+
+const nodeApplyScript = "#!lua flags=allow-cross-slot-keys\n" + applyScript
 
 // Script results per row.
 const (
@@ -310,12 +336,57 @@ func (s *Sink) buildCall(ops []op, call []int32, seen map[string]struct{}) []any
 			}
 		}
 	}
-	// The first key as a string: go-redis routes a call on a cluster by it.
-	args[3] = keys[0]
-	for j := 1; j < len(keys); j++ {
-		args[3+j] = &keys[j]
+	return s.putKeys(args, keys, ops, call)
+}
+
+// putKeys puts the keys of call into args, an EVALSHA with room for them as KEYS after args[2]. A call of rows of
+// several slots (on a cluster: one master's rows, see SlotMap) passes them at the end of ARGV instead, followed by
+// their number, to nodeScript, and declares only the first.
+func (s *Sink) putKeys(args []any, keys []string, ops []op, call []int32) []any {
+	if !s.spansSlots(ops, call) {
+		args[3] = keys[0] // as a string: go-redis routes a call on a cluster by it
+		for j := 1; j < len(keys); j++ {
+			args[3+j] = &keys[j]
+		}
+		return args
 	}
-	return args
+	argv := args[3+len(keys):]
+	out := make([]any, 0, 5+len(argv)+len(keys))
+	out = append(out, "evalsha", nodeScript.Hash(), 1, keys[0])
+	out = append(out, argv...)
+	for j := range keys {
+		out = append(out, &keys[j])
+	}
+	return append(out, len(keys))
+}
+
+// spansSlots reports whether call holds rows of several cluster slots.
+func (s *Sink) spansSlots(ops []op, call []int32) bool {
+	if !s.cluster {
+		return false
+	}
+	for _, k := range call[1:] {
+		if ops[k].slot != ops[call[0]].slot {
+			return true
+		}
+	}
+	return false
+}
+
+// bySlot splits call into calls of one slot each, every key's rows in their order.
+func bySlot(ops []op, call []int32) [][]int32 {
+	var out [][]int32
+	at := map[uint16]int{}
+	for _, k := range call {
+		i, ok := at[ops[k].slot]
+		if !ok {
+			i = len(out)
+			at[ops[k].slot] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], k)
+	}
+	return out
 }
 
 // The script slices the versions of a compact call at 28 characters.
@@ -377,11 +448,7 @@ func (s *Sink) buildCompactCall(ops []op, call []int32, seen map[string]struct{}
 	}
 	vals = append(vals, verText)
 	args[argv+5] = &vals[len(vals)-1]
-	args[3] = keys[0] // as a string: go-redis routes a call on a cluster by it
-	for j := 1; j < len(keys); j++ {
-		args[3+j] = &keys[j]
-	}
-	return args
+	return s.putKeys(args, keys, ops, call)
 }
 
 // collect records the script's replies for call into res.

@@ -131,6 +131,7 @@ func (e *RowError) Unwrap() error { return e.Err }
 type Sink struct {
 	rdb        redis.UniversalClient
 	cluster    bool
+	slots      SlotMap // on a cluster, so that a call can hold rows of every slot of one master
 	opts       Options
 	log        *slog.Logger
 	tombTTL    int64 // milliseconds
@@ -602,9 +603,18 @@ func (s *Sink) lane(o *op) int {
 // the one before it has completed, which keeps the changes of a key in order.
 func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, after []<-chan struct{}) laneResult {
 	var res laneResult
+	// On a cluster a call holds rows of one master (owners) or, without a map, of one slot. A stable sort keeps
+	// each key's changes in order.
+	var owners []uint16
+	group := func(k int32) int {
+		if owners != nil {
+			return int(owners[ops[k].slot])
+		}
+		return int(ops[k].slot)
+	}
 	if s.cluster {
-		// Every key of a script call must be in one slot. A stable sort keeps each key's changes in order.
-		sort.SliceStable(idx, func(a, b int) bool { return ops[idx[a]].slot < ops[idx[b]].slot })
+		owners = s.slots.Owners(ctx, s.rdb)
+		sort.SliceStable(idx, func(a, b int) bool { return group(idx[a]) < group(idx[b]) })
 	}
 	var inflight chan error
 	wait := func() error {
@@ -622,7 +632,7 @@ func (s *Sink) runLane(ctx context.Context, lane int, ops []op, idx []int32, aft
 			end := pos + 1
 			b := change.RowBytes(ops[idx[pos]].row)
 			for end < len(idx) && end-pos < s.opts.RowsPerCall && b < bytesPerCall &&
-				(!s.cluster || ops[idx[end]].slot == ops[idx[pos]].slot) {
+				(!s.cluster || group(idx[end]) == group(idx[pos])) {
 				b += change.RowBytes(ops[idx[end]].row)
 				end++
 			}
@@ -688,7 +698,7 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 		cmds := p.cmds
 		_, _ = p.pipe.Exec(ctx) // every command's own result is checked below
 
-		var failed [][]int32
+		var failed, split [][]int32
 		var lastErr error
 		noScript, noRestore, transient := false, false, false
 		for i, cmd := range cmds {
@@ -701,6 +711,16 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 			}
 			if ctx.Err() != nil {
 				return fmt.Errorf("applying rows to Redis: %w", ctx.Err())
+			}
+			if s.spansSlots(ops, calls[i]) && !redis.HasErrorPrefix(err, "NOSCRIPT") {
+				// A call of one master's rows met a slot its master no longer serves (resharding, failover),
+				// or failed otherwise: its rows are sent again in calls of one slot, which follow the cluster's
+				// redirections and retry like any call. The rows it applied before are skipped by the fence.
+				s.slots.Forget(err, false)
+				split = append(split, bySlot(ops, calls[i])...)
+				s.log.DebugContext(ctx, "a call of a cluster master's rows failed; sending them by slot",
+					slog.String("error", err.Error()))
+				continue
 			}
 			switch {
 			case redis.HasErrorPrefix(err, "NOSCRIPT"):
@@ -727,15 +747,30 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 				lastErr = err
 			}
 		}
-		if len(failed) == 0 {
+		if len(failed) == 0 && len(split) == 0 {
 			return nil
 		}
-		calls = failed
+		calls = append(failed, split...)
+		if len(failed) == 0 {
+			continue // calls of one slot instead of a master's: no failure to wait after
+		}
 		if noScript {
 			// The script cache is empty: a new server, a restart, a failover or SCRIPT FLUSH. A call that got
 			// NOSCRIPT did not run, so it is simply sent again.
 			// On a cluster, ScriptLoad loads it on every shard.
-			if err := s.rdb.ScriptLoad(ctx, applyScript).Err(); err != nil {
+			err := s.rdb.ScriptLoad(ctx, applyScript).Err()
+			if err == nil && s.cluster {
+				if nerr := s.rdb.ScriptLoad(ctx, nodeApplyScript).Err(); nerr != nil {
+					// Redis before 7.0 does not know the flag: calls of one slot from now on.
+					s.slots.Forget(nerr, true)
+					var one [][]int32
+					for _, c := range calls {
+						one = append(one, bySlot(ops, c)...)
+					}
+					calls = one
+				}
+			}
+			if err != nil {
 				lastErr = fmt.Errorf("loading the apply script: %w", err)
 			} else if !transient && !reloaded {
 				reloaded = true
