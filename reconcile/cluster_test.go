@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -103,5 +104,61 @@ func TestClusterDigestCallsByMaster(t *testing.T) {
 	key, _ := tb.key(r.cfg.Sink, [][]byte{[]byte("300")})
 	if v, err := f.cl.HGet(ctx, key, "name").Result(); err != nil || v != "name 300" {
 		t.Fatalf("%s name = %q, %v; want the MySQL value", key, v, err)
+	}
+}
+
+// A pass while a slot moves between masters finishes and finds no drift. The table's keys share a few slots (a
+// hash tag in the key template), so calls hold many keys of the moving slot: Redis refuses those with TRYAGAIN
+// while some of the slot's keys have moved, and calls of a master's keys meet keys their node no longer serves.
+func TestClusterPassWhileSlotMoves(t *testing.T) {
+	const groups, perGroup = 4, 2500
+	f := newFixture(t)
+	cl := testenv.NewRedisCluster(t, 3)
+	f.cl = redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), DisableIdentity: true})
+	t.Cleanup(func() { f.cl.Close() })
+	f.exec(`CREATE TABLE g (g INT, id INT, name VARCHAR(40), PRIMARY KEY (g, id))`,
+		fmt.Sprintf(`INSERT INTO g SELECT seq DIV %d, seq, CONCAT('name ', seq) FROM seq_0_to_%d`, perGroup, groups*perGroup-1))
+	f.opts["g"] = TableOptions{KeyTemplate: "{g${g}}:${id}"}
+	r := f.reconciler(1000)
+	f.run(r, PassOptions{})
+
+	slot := sink.Slot("g0")
+	from := -1
+	for i, n := range cl.Nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr(), DisableIdentity: true})
+		cnt, err := c.ClusterCountKeysInSlot(context.Background(), slot).Result()
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cnt > 0 {
+			from = i
+		}
+	}
+	if from < 0 {
+		t.Fatalf("no master holds the keys of slot %d", slot)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cl.MoveSlot(slot, from, (from+1)%len(cl.Nodes), 20, 20*time.Millisecond) }()
+	passes := 0
+	for moving := true; moving; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			moving = false
+		default:
+		}
+		for _, cached := range []bool{false, true} {
+			if tot := f.run(r, PassOptions{Cached: cached, NoScanOrphans: true}).Total(); tot.Drift() != 0 || tot.Rows != groups*perGroup {
+				t.Fatalf("a pass while slot %d moved (cached %v): %+v", slot, cached, tot)
+			}
+			passes++
+		}
+	}
+	t.Logf("%d passes while slot %d moved", passes, slot)
+	if passes < 3 {
+		t.Fatalf("only %d passes ran while the slot moved", passes)
 	}
 }

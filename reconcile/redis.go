@@ -279,6 +279,14 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 			calls = append(calls[:lo], r.replan(calls[lo:], rows, probes, perCall, nil)...)
 			continue
 		}
+		if redis.HasErrorPrefix(err, "TRYAGAIN") && perCall > 1 {
+			// A slot is migrating and some keys of a call have moved: Redis refuses calls of several keys of
+			// that slot until it finished. Calls of one key each are served wherever the key is (go-redis
+			// follows the ASK redirection).
+			perCall = 1
+			calls = append(calls[:lo], r.replan(calls[lo:], rows, probes, perCall, nil)...)
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}

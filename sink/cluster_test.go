@@ -187,6 +187,72 @@ func TestCluster(t *testing.T) {
 	})
 }
 
+// While slots move between masters (redis-cli --cluster reshard migrating their keys), calls of a master's rows
+// meet keys their node no longer serves: the rows go again by slot, none is refused, and every key ends at its
+// newest change.
+func TestClusterResharding(t *testing.T) {
+	c := testenv.NewRedisCluster(t, 3)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	t.Cleanup(func() { rdb.Close() })
+	table := &change.Table{DB: "shop", Name: "moving", Columns: []string{"id", "n"}, PK: []int{0}}
+	s := newSink(t, rdb, Options{})
+	const keys = 10000
+	last := make([]uint32, keys) // the version whose value each key must end with
+	n := uint32(0)
+	batch := func(ids func(i int) int, count int) []change.Change {
+		out := make([]change.Change, count)
+		for i := range out {
+			n++
+			id := ids(i)
+			out[i] = ins(table, v(n), r(fmt.Sprint(id), fmt.Sprint(n)))
+			last[id] = n
+		}
+		return out
+	}
+	wantStats(t, apply(t, s, batch(func(i int) int { return i }, keys)...), Stats{Written: keys})
+
+	done := make(chan error, 1)
+	go func() {
+		err := c.Reshard(0, 1, 500)
+		if err == nil {
+			err = c.Reshard(1, 2, 500)
+		}
+		done <- err
+	}()
+	applied, batches := 0, 0
+	for moving := true; moving; {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			moving = false
+		default:
+		}
+		k := batches * 7919
+		changes := batch(func(i int) int { return (k + i*31) % keys }, 2000)
+		st, err := s.Apply(ctxT(t), changes)
+		if err != nil {
+			t.Fatalf("Apply while slots move: %v", err)
+		}
+		if st.Written+st.Skipped != len(changes) {
+			t.Fatalf("while slots move: %+v for %d changes", st, len(changes))
+		}
+		applied += st.Written
+		batches++
+	}
+	t.Logf("%d batches applied while slots moved", batches)
+	if batches < 2 {
+		t.Fatalf("only %d batch ran while slots moved", batches)
+	}
+	for id := range keys {
+		key := fmt.Sprintf("shop:moving:%d", id)
+		if got, want := rdb.HGet(ctxT(t), key, "n").Val(), fmt.Sprint(last[id]); got != want {
+			t.Fatalf("%s n = %q, want %s (its newest change)", key, got, want)
+		}
+	}
+}
+
 // evalCalls is the number of EVALSHA calls the masters of rdb have served.
 func evalCalls(t *testing.T, rdb *redis.ClusterClient) int64 {
 	t.Helper()

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -163,6 +164,89 @@ func NewRedisCluster(t testing.TB, n int) *RedisCluster {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// Reshard moves n slots, with their keys, from node from to node to (redis-cli --cluster reshard, which migrates
+// keys with MIGRATE while the cluster serves them).
+func (c *RedisCluster) Reshard(from, to, n int) error {
+	cli, err := lookBin("redis-cli")
+	if err != nil {
+		return err
+	}
+	id := func(i int) (string, error) {
+		out, err := exec.Command(cli, "-p", strconv.Itoa(c.Nodes[i].Port), "cluster", "myid").Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	fromID, err := id(from)
+	if err != nil {
+		return err
+	}
+	toID, err := id(to)
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command(cli, "--cluster", "reshard", c.Nodes[from].Addr(), "--cluster-from", fromID,
+		"--cluster-to", toID, "--cluster-slots", strconv.Itoa(n), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("redis-cli --cluster reshard: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// MoveSlot migrates slot from node from to node to as redis-cli --cluster reshard does (IMPORTING, MIGRATING,
+// MIGRATE of the keys, SETSLOT NODE), batch keys at a time with pause between batches: a slow migration, during
+// which calls of several keys of the slot get TRYAGAIN and keys already moved get ASK.
+func (c *RedisCluster) MoveSlot(slot, from, to, batch int, pause time.Duration) error {
+	cli, err := lookBin("redis-cli")
+	if err != nil {
+		return err
+	}
+	run := func(node int, args ...string) (string, error) {
+		out, err := exec.Command(cli, append([]string{"-p", strconv.Itoa(c.Nodes[node].Port)}, args...)...).CombinedOutput()
+		s := strings.TrimSpace(string(out))
+		if err == nil && strings.HasPrefix(s, "ERR") {
+			err = errors.New(s)
+		}
+		if err != nil {
+			return "", fmt.Errorf("redis-cli %s: %v: %s", strings.Join(args, " "), err, s)
+		}
+		return s, nil
+	}
+	fromID, err := run(from, "cluster", "myid")
+	if err != nil {
+		return err
+	}
+	toID, err := run(to, "cluster", "myid")
+	if err != nil {
+		return err
+	}
+	sl := strconv.Itoa(slot)
+	if _, err := run(to, "cluster", "setslot", sl, "importing", fromID); err != nil {
+		return err
+	}
+	if _, err := run(from, "cluster", "setslot", sl, "migrating", toID); err != nil {
+		return err
+	}
+	for {
+		out, err := run(from, "cluster", "getkeysinslot", sl, strconv.Itoa(batch))
+		if err != nil {
+			return err
+		}
+		if out == "" {
+			break
+		}
+		args := []string{"migrate", "127.0.0.1", strconv.Itoa(c.Nodes[to].Port), "", "0", "5000", "keys"}
+		if _, err := run(from, append(args, strings.Split(out, "\n")...)...); err != nil {
+			return err
+		}
+		time.Sleep(pause)
+	}
+	for i := range c.Nodes {
+		if _, err := run(i, "cluster", "setslot", sl, "node", toID); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var (
