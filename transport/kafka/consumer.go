@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +85,10 @@ type Consumer struct {
 	appliedAny bool
 	// lastReaderWarn is when readerError last warned, lastReaderErr when it was last called (UnixNano).
 	lastReaderWarn, lastReaderErr atomic.Int64
+	// pastEnd is set when the reader found its offset past a partition's end while reading (readerError).
+	pastEnd atomic.Pointer[string]
+	// ends is the highest end (high-water mark) or offset seen of each partition (checkEnds, in the fetcher).
+	ends map[topicPartition]int64
 	// Ready, when set, is called once the first reader is created.
 	Ready func()
 	// selected caches Selected per decoded table; ignored holds the tables whose messages were ignored, to log
@@ -202,6 +207,24 @@ func (c *Consumer) topics(ctx context.Context) ([]string, error) {
 	}
 }
 
+// partitionCounts returns the number of partitions of each topic, 0 for a topic that does not exist.
+func (c *Consumer) partitionCounts(ctx context.Context, topics []string) (map[string]int, error) {
+	md, err := c.client.Metadata(ctx, &kafkago.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(topics))
+	for _, t := range topics {
+		out[t] = 0
+	}
+	for _, t := range md.Topics {
+		if t.Error == nil {
+			out[t.Name] = len(t.Partitions)
+		}
+	}
+	return out, nil
+}
+
 func (c *Consumer) tableTopics(ctx context.Context) ([]string, error) {
 	md, err := c.client.Metadata(ctx, &kafkago.MetadataRequest{})
 	if err != nil {
@@ -218,6 +241,8 @@ func (c *Consumer) tableTopics(ctx context.Context) ([]string, error) {
 }
 
 func (c *Consumer) consume(ctx context.Context, topics []string) error {
+	// Read before the reader joins the group, so that the group's assignment sees these partitions or more.
+	shape, _ := c.partitionCounts(ctx, topics)
 	r := kafkago.NewReader(kafkago.ReaderConfig{
 		Brokers:     c.cfg.Brokers,
 		GroupID:     c.cfg.GroupID,
@@ -248,7 +273,9 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 		ReadBackoffMin:         50 * time.Millisecond,
 		ReadBackoffMax:         time.Second,
 		MaxAttempts:            3,
-		ErrorLogger:            kafkago.LoggerFunc(c.readerError),
+		// A committed offset past a partition's end is an error, not a wait for the partition to grow to it.
+		OffsetOutOfRangeError: true,
+		ErrorLogger:           kafkago.LoggerFunc(c.readerError),
 	})
 	closed := false
 	closeReader := func() {
@@ -282,7 +309,7 @@ func (c *Consumer) consume(ctx context.Context, topics []string) error {
 	fetchErr := make(chan error, 1)
 	go func() {
 		defer close(batches)
-		fetchErr <- c.fetchLoop(fetchCtx, r, topics, batches)
+		fetchErr <- c.fetchLoop(fetchCtx, r, topics, shape, batches)
 	}()
 	cm := newCommitter(r.CommitMessages, c.cfg.CommitInterval, c.cfg.Log, c.cfg.Metrics)
 	go cm.run(applyCtx)
@@ -392,7 +419,7 @@ type fetched struct {
 // fetchLoop takes batches of up to MaxBatch messages from r, decodes them
 // and sends them to out, until ctx ends (nil), the topics changed
 // (errTopicsChanged) or the reader closed.
-func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []string, out chan<- *fetched) error {
+func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []string, shape map[string]int, out chan<- *fetched) error {
 	lastTopicCheck := time.Now()
 	var lastErrLog time.Time
 	last := 0 // messages in the batch before
@@ -400,10 +427,24 @@ func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []st
 		if ctx.Err() != nil {
 			return nil
 		}
-		if c.cfg.TopicPerTable && time.Since(lastTopicCheck) > c.cfg.TopicCheckInterval {
+		if p := c.pastEnd.Load(); p != nil {
+			return c.offsetsPastEnd(errors.New(*p))
+		}
+		if time.Since(lastTopicCheck) > c.cfg.TopicCheckInterval {
 			lastTopicCheck = time.Now()
-			if ts, err := c.tableTopics(ctx); err == nil && !slices.Equal(ts, topics) {
-				return errTopicsChanged
+			if c.cfg.TopicPerTable {
+				if ts, err := c.tableTopics(ctx); err == nil && !slices.Equal(ts, topics) {
+					return errTopicsChanged
+				}
+			}
+			// kafka-go assigns nothing of a topic that was missing when the group formed, and its watch of the
+			// partitions takes the count it first reads as the one assigned: a topic created (again) meanwhile
+			// was never read. A new count of partitions, or a topic that appeared, rejoins the group.
+			if now, err := c.partitionCounts(ctx, topics); err == nil {
+				if shape != nil && !maps.Equal(now, shape) {
+					return errTopicsChanged
+				}
+				shape = now
 			}
 		}
 		m, err := c.fetch(ctx, r, time.Second)
@@ -417,6 +458,8 @@ func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []st
 			continue
 		case ctx.Err() != nil:
 			return nil
+		case errors.Is(err, kafkago.OffsetOutOfRange):
+			return c.offsetsPastEnd(err)
 		case errors.Is(err, io.EOF):
 			// Only this consumer closes the reader, after this loop; an EOF
 			// here is a broker that accepted a connection and closed it
@@ -455,6 +498,9 @@ func (c *Consumer) fetchLoop(ctx context.Context, r *kafkago.Reader, topics []st
 		}
 		cancel()
 		last = len(b.msgs)
+		if err := c.checkEnds(b.msgs); err != nil {
+			return err
+		}
 		c.decode(b)
 		select {
 		case out <- b:
@@ -471,6 +517,17 @@ func (c *Consumer) readerError(msg string, args ...any) {
 		c.cfg.Metrics.ConsumerErrors.Inc()
 	}
 	text := "kafka reader: " + fmt.Sprintf(msg, args...)
+	switch {
+	case strings.Contains(msg, "before the first offset"):
+		// kafka-go skips to the partition's first message: the ones between were deleted (retention) before this
+		// sink applied them.
+		c.cfg.Log.Error("kafka deleted messages before the sinks applied them (the topic's retention is shorter "+
+			"than the sinks' lag): Redis misses their changes. Run `reconciler run` to repair them, and keep "+
+			"messages longer (retention.ms) or add sinks", slog.String("error", text))
+		return
+	case strings.Contains(msg, "passed the last offset"):
+		c.pastEnd.CompareAndSwap(nil, &text)
+	}
 	now := time.Now().UnixNano()
 	c.lastReaderErr.Store(now)
 	if last := c.lastReaderWarn.Load(); now-last < int64(10*time.Second) || !c.lastReaderWarn.CompareAndSwap(last, now) {
@@ -484,6 +541,36 @@ func (c *Consumer) fetch(ctx context.Context, r *kafkago.Reader, wait time.Durat
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	return r.FetchMessage(ctx)
+}
+
+// checkEnds fails when a partition's end (the high-water mark a fetch reports) is below an end or an offset this
+// sink saw before: the topic was recreated or the partition lost messages, and the group's offsets no longer
+// match it (offsetsPastEnd).
+func (c *Consumer) checkEnds(msgs []kafkago.Message) error {
+	if c.ends == nil {
+		c.ends = map[topicPartition]int64{}
+	}
+	for _, m := range msgs {
+		tp := topicPartition{m.Topic, m.Partition}
+		seen := max(c.ends[tp], m.Offset+1)
+		if m.HighWaterMark > 0 && m.HighWaterMark < seen {
+			return c.offsetsPastEnd(fmt.Errorf("partition %d of %s ends at offset %d, below offset %d seen before",
+				m.Partition, m.Topic, m.HighWaterMark, seen))
+		}
+		c.ends[tp] = max(seen, m.HighWaterMark)
+	}
+	return nil
+}
+
+// offsetsPastEnd is the error that stops the sink when the group's offset of a partition is past the partition's
+// end: the topic was deleted and created again, or Kafka lost acknowledged messages (an unclean leader election).
+// Reading on would skip the new messages up to the old offset; the changes lost in Kafka are Redis's drift.
+func (c *Consumer) offsetsPastEnd(err error) error {
+	return fmt.Errorf("kafka: the sink group %s's offset of a partition is past the partition's end, so the topic was "+
+		"recreated or Kafka lost messages, and Redis may miss changes (%w). Stop every sink, reset the group's "+
+		"offsets (kafka-consumer-groups.sh --bootstrap-server BROKER --group %s --reset-offsets --to-earliest "+
+		"--all-topics --execute), start the sinks, then run `reconciler run` to repair what was lost",
+		c.cfg.GroupID, err, c.cfg.GroupID)
 }
 
 // idle reports a zero replication lag while every partition this sink reads

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -356,5 +357,25 @@ func TestCommitterInterval(t *testing.T) {
 	}
 	if len(lastCommit) != 1 || lastCommit[0].Offset != off {
 		t.Errorf("last commit %v, want offset %d", lastCommit, off)
+	}
+}
+
+// A partition whose end drops below what the sink saw before (a topic recreated while the sink ran) stops the
+// sink; ends that only grow, across partitions and topics, do not.
+func TestCheckEndsFindsARecreatedPartition(t *testing.T) {
+	c := &Consumer{cfg: ConsumerConfig{GroupID: "g"}}
+	msg := func(topic string, p int, off, hwm int64) kafkago.Message {
+		return kafkago.Message{Topic: topic, Partition: p, Offset: off, HighWaterMark: hwm}
+	}
+	if err := c.checkEnds([]kafkago.Message{msg("a", 0, 10, 500), msg("a", 1, 3, 4), msg("b", 0, 0, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.checkEnds([]kafkago.Message{msg("a", 0, 11, 600), msg("a", 1, 4, 5), msg("b", 0, 1, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	err := c.checkEnds([]kafkago.Message{msg("a", 1, 5, 6), msg("a", 0, 0, 40)})
+	if err == nil || !strings.Contains(err.Error(), "partition 0 of a ends at offset 40, below offset 600") ||
+		!strings.Contains(err.Error(), "--reset-offsets --to-earliest") {
+		t.Fatalf("a partition whose end went from 600 to 40: %v", err)
 	}
 }
