@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -250,6 +251,60 @@ func TestClusterResharding(t *testing.T) {
 		if got, want := rdb.HGet(ctxT(t), key, "n").Val(), fmt.Sprint(last[id]); got != want {
 			t.Fatalf("%s n = %q, want %s (its newest change)", key, got, want)
 		}
+	}
+}
+
+// When a master dies, its replica takes over after the node timeout (5 s). The sink's retries read the cluster's
+// slots again, so writes go on soon after; go-redis alone read them again only after a minute.
+func TestClusterMasterFailover(t *testing.T) {
+	c := testenv.NewRedisClusterWithReplicas(t, 3)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()[:3]})
+	t.Cleanup(func() { rdb.Close() })
+	table := &change.Table{DB: "shop", Name: "fo", Columns: []string{"id", "n"}, PK: []int{0}}
+	s := newSink(t, rdb, Options{})
+	n := uint32(0)
+	batch := func() []change.Change {
+		var out []change.Change
+		for id := range 300 {
+			n++
+			out = append(out, ins(table, v(n), r(fmt.Sprint(id), fmt.Sprint(n))))
+		}
+		return out
+	}
+	wantStats(t, apply(t, s, batch()...), Stats{Written: 300})
+	key := "shop:fo:0"
+	slots, err := rdb.ClusterSlots(ctxT(t)).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var master string
+	for _, sl := range slots {
+		if int(sl.Start) <= Slot(key) && Slot(key) <= int(sl.End) {
+			master = sl.Nodes[0].Addr
+		}
+	}
+	killed := false
+	for _, node := range c.Nodes {
+		if node.Addr() == master {
+			node.Stop()
+			killed = true
+		}
+	}
+	if !killed {
+		t.Fatalf("the master %q of %s is not a node of the test", master, key)
+	}
+	start := time.Now()
+	changes := batch()
+	if st := apply(t, s, changes...); st.Written != 300 {
+		t.Fatalf("after the failover: %+v, want 300 written", st)
+	}
+	took := time.Since(start)
+	t.Logf("writes went on %s after the master was killed", took.Round(100*time.Millisecond))
+	if took > 30*time.Second {
+		t.Fatalf("writes went on only %s after the master was killed", took)
+	}
+	if got := rdb.HGet(ctxT(t), key, "n").Val(); got != fmt.Sprint(changes[0].Version.Pos) {
+		t.Fatalf("%s n = %q after the failover, want %d", key, got, changes[0].Version.Pos)
 	}
 }
 

@@ -785,6 +785,11 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 		// for every row it already applied, because the fence skips writes and deletes that are not newer than
 		// the stored version. Calls of the same key may thus be re-sent after later ones; the fence keeps the
 		// newest version regardless of arrival order.
+		if c, ok := s.rdb.(*redis.ClusterClient); ok {
+			// go-redis reads the cluster's slots again only after a redirection, or once a minute: after a
+			// master's failover (or its removal) the calls kept dialling the dead node for up to that minute.
+			c.ReloadState(ctx)
+		}
 		res.stats.Retries++
 		if s.opts.OnRetry != nil {
 			s.opts.OnRetry()

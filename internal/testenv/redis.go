@@ -120,6 +120,18 @@ func (c *RedisCluster) Addrs() []string {
 // redis-cli --cluster create.
 func NewRedisCluster(t testing.TB, n int) *RedisCluster {
 	t.Helper()
+	return newRedisCluster(t, n, 0)
+}
+
+// NewRedisClusterWithReplicas starts n masters and a replica of each (Nodes[n:]), so that a master's death
+// promotes its replica after the node timeout (5 s).
+func NewRedisClusterWithReplicas(t testing.TB, n int) *RedisCluster {
+	t.Helper()
+	return newRedisCluster(t, 2*n, 1)
+}
+
+func newRedisCluster(t testing.TB, n, replicas int) *RedisCluster {
+	t.Helper()
 	cli, err := lookBin("redis-cli")
 	if err != nil {
 		Require(t, "redis-cli: %v", err)
@@ -141,7 +153,7 @@ func NewRedisCluster(t testing.TB, n int) *RedisCluster {
 		c.Nodes = append(c.Nodes, r)
 	}
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	out, err := exec.Command(cli, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
@@ -149,12 +161,21 @@ func NewRedisCluster(t testing.TB, n int) *RedisCluster {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ok := true
+		replicating := 0
 		for _, a := range c.Addrs() {
 			host, port, _ := strings.Cut(a, ":")
 			o, _ := exec.Command(cli, "-h", host, "-p", port, "cluster", "info").Output()
 			if !strings.Contains(string(o), "cluster_state:ok") {
 				ok = false
 			}
+			// Replicas attach a moment after the cluster is ok; a failover needs them attached and in sync.
+			o, _ = exec.Command(cli, "-h", host, "-p", port, "info", "replication").Output()
+			if strings.Contains(string(o), "master_link_status:up") {
+				replicating++
+			}
+		}
+		if replicating < n*replicas/(1+replicas) {
+			ok = false
 		}
 		if ok {
 			return c
