@@ -19,8 +19,8 @@ func redisCPU(b *testing.B, rdb *redis.Client) float64 {
 }
 
 // reconFixture is a database with the 10-column table recon of n rows, like bench/reconcile_bench_test.go's.
-func reconFixture(n int) *fixture {
-	f := newFixture(&testing.T{})
+func reconFixture(b *testing.B, n int) *fixture {
+	f := newFixture(b)
 	f.exec(`CREATE TABLE recon (id BIGINT PRIMARY KEY, a INT, b INT UNSIGNED, name VARCHAR(40), email VARCHAR(60),
 		created DATETIME(3), price DECIMAL(10,2), score DOUBLE, flags TINYINT, note VARCHAR(100))`)
 	f.exec(`INSERT INTO recon SELECT seq, seq % 1000, seq * 7, CONCAT('name ', seq), CONCAT('user', seq, '@example.com'),
@@ -33,7 +33,7 @@ func reconFixture(n int) *fixture {
 // that bounds a pass: Redis is single-threaded. 100,000 rows of 10 columns, like bench/reconcile_bench_test.go.
 // Run: go test -run '^$' -bench DigestRedisCPU ./reconcile/
 func BenchmarkDigestRedisCPU(b *testing.B) {
-	f := reconFixture(100_000)
+	f := reconFixture(b, 100_000)
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{})
 	f.run(r, PassOptions{}) // caches the row hashes
@@ -62,7 +62,7 @@ func BenchmarkDigestRedisCPU(b *testing.B) {
 // Redis CPU per row: a steadier figure than a whole pass on a busy machine.
 // Run: go test -run '^$' -bench DigestScript -benchtime 20x ./reconcile/
 func BenchmarkDigestScript(b *testing.B) {
-	f := reconFixture(20_000)
+	f := reconFixture(b, 20_000)
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{})
 	ctx := context.Background()
@@ -107,7 +107,7 @@ func BenchmarkDigestScript(b *testing.B) {
 // one key each.
 // Run: go test -run '^$' -bench DigestCluster ./reconcile/
 func BenchmarkDigestCluster(b *testing.B) {
-	f := reconFixture(20_000)
+	f := reconFixture(b, 20_000)
 	cl := testenv.NewRedisCluster(b, 3)
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cl.Addrs(), DisableIdentity: true})
 	b.Cleanup(func() { rdb.Close() })

@@ -34,7 +34,7 @@ func TestMain(m *testing.M) {
 
 // fixture is a database of the test's own and a Redis of its own.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	my    *testenv.MariaDB
 	db    string
 	sqldb *sql.DB
@@ -44,7 +44,7 @@ type fixture struct {
 	ckpt  *change.Position        // the fake stream checkpoint; nil = no stream
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	my := testenv.SharedMariaDB(t)
 	rd := testenv.NewRedis(t)
