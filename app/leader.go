@@ -14,9 +14,9 @@ import (
 	"github.com/binlogsync/binlogsync/config"
 )
 
-// errLeaseLost ends a leader's run when another process holds the lease.
-var errLeaseLost = errors.New("lost the leader lease (another binlogsync source holds it now); " +
-	"exiting so that a restart waits as a standby")
+// errLeaseLost ends a leader's run when another process holds the lease, or when it could not be renewed within
+// its TTL (the causes wrap it).
+var errLeaseLost = errors.New("lost the leader lease")
 
 var (
 	renewScript = redis.NewScript(`if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -71,7 +71,7 @@ func (l *lease) acquire(ctx context.Context) error {
 
 // hold renews the lease until ctx ends; it calls lost when the lease is gone
 // (taken by another process, or not renewed within its TTL).
-func (l *lease) hold(ctx context.Context, lost func()) {
+func (l *lease) hold(ctx context.Context, lost func(error)) {
 	t := time.NewTicker(l.ttl / 3)
 	defer t.Stop()
 	renewed := time.Now()
@@ -89,14 +89,20 @@ func (l *lease) hold(ctx context.Context, lost func()) {
 			renewed = time.Now()
 		case err == nil:
 			l.log.Error("leader lease taken by another process", slog.String("key", l.key))
-			lost()
+			lost(fmt.Errorf("%w (another binlogsync source holds it now); exiting so that a restart waits as a "+
+				"standby", errLeaseLost))
 			return
 		case time.Since(renewed) >= l.ttl:
 			l.log.Error("leader lease not renewed within its TTL", slog.String("error", err.Error()))
-			lost()
+			lost(fmt.Errorf("%w: it could not be renewed within leader.ttl (%s; last error: %v), so a standby may "+
+				"lead now; exiting so that a restart waits as a standby. If Redis was failing over (a cluster "+
+				"master, a Sentinel switch), make leader.ttl longer than the failover takes", errLeaseLost, l.ttl, err))
 			return
 		default:
 			l.log.Warn("renewing the leader lease failed; retrying", slog.String("error", err.Error()))
+			if c, ok := l.rdb.(*redis.ClusterClient); ok {
+				c.ReloadState(ctx) // a master failed over: find the new one
+			}
 		}
 	}
 }
@@ -122,14 +128,14 @@ func lead(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient, lo
 		return ctx, func() {}, err
 	}
 	lctx, cancel := context.WithCancelCause(ctx)
-	go l.hold(lctx, func() { cancel(errLeaseLost) })
+	go l.hold(lctx, func(err error) { cancel(err) })
 	return lctx, func() { cancel(nil); l.release() }, nil
 }
 
 // leaseErr turns a lost lease into the run's error.
 func leaseErr(ctx context.Context, runErr error) error {
-	if errors.Is(context.Cause(ctx), errLeaseLost) {
-		return exitErr(ExitRuntime, fmt.Errorf("%w", errLeaseLost))
+	if cause := context.Cause(ctx); errors.Is(cause, errLeaseLost) {
+		return exitErr(ExitRuntime, cause)
 	}
 	return runErr
 }

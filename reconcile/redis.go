@@ -257,6 +257,11 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 		perCall = callKeys(cost)
 	}
 	owners := r.slots.Owners(ctx, r.rdb)
+	if r.cluster && owners == nil {
+		// Calls of one key: while a slot migrates, Redis refuses calls of several keys of it (TRYAGAIN), and
+		// go-redis (v9.23) then sends the other calls of the same pipeline that it redirected twice, at once.
+		perCall = 1
+	}
 	calls := r.plan(rows, probes, perCall, owners)
 	res := make([][]any, 0, len(calls))
 	for lo := 0; lo < len(calls); {
@@ -275,7 +280,7 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 			// hashed in calls of one slot, which follow the cluster's redirections. (A call that got as far as
 			// hashing rows only cached their hashes.)
 			r.slots.Forget(nodeErr.err, nodeErr.loading)
-			owners = nil
+			owners, perCall = nil, 1
 			calls = append(calls[:lo], r.replan(calls[lo:], rows, probes, perCall, nil)...)
 			continue
 		}
@@ -293,7 +298,7 @@ func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, row
 		res = append(res, out...)
 		measured := time.Since(began) / time.Duration(max(keys, 1))
 		tb.keyCost.Store(int64(max(measured, 1)))
-		if cost == 0 && hi < len(calls) && callKeys(measured) != perCall {
+		if cost == 0 && hi < len(calls) && callKeys(measured) != perCall && !(r.cluster && owners == nil) {
 			// The first call of the table measured its rows: plan the rest with calls of that size.
 			perCall = callKeys(measured)
 			calls = append(calls[:hi], r.replan(calls[hi:], rows, probes, perCall, owners)...)

@@ -16,5 +16,7 @@ echo "== go mod tidy"
 go mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 echo "== go test -race (unit tests)"
 go test -race -count=1 -timeout 30m $(go list ./... | grep -v '/integration$') 2>&1 | tee /tmp/binlogsync-test.log
+echo "== go test, without -race (tests of paths where a dependency races internally: files tagged !race)"
+go test -count=1 -timeout 10m -run 'TestConsumerTopicRecreated' ./transport/kafka/ 2>&1 | tee -a /tmp/binlogsync-test.log
 echo "== go test -race (integration)"
 go test -race -count=1 -timeout 60m ./integration/ 2>&1 | tee -a /tmp/binlogsync-test.log
