@@ -710,13 +710,35 @@ func serveHTTP(addr string, reg *prometheus.Registry, ready *readiness, rdb redi
 	return srv, nil
 }
 
-// NewLogger builds the slog logger the configuration asks for.
+// NewLogger builds the slog logger the configuration asks for, and sends go-redis's own messages (failed dials,
+// pool errors) through it: go-redis printed them to stderr in its own format, outside log.format.
 func NewLogger(cfg *config.Config) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.Log.Level))
 	hopts := &slog.HandlerOptions{Level: lvl}
+	var log *slog.Logger
 	if cfg.Log.Format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, hopts))
+		log = slog.New(slog.NewTextHandler(os.Stderr, hopts))
+	} else {
+		log = slog.New(slog.NewJSONHandler(os.Stderr, hopts))
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, hopts))
+	redis.SetLogger(&redisLog{log: log.With(slog.String("component", "go-redis"))})
+	return log
+}
+
+// redisLog passes go-redis's messages to a logger: at most one warning every 10 s, the others at debug level,
+// since binlogsync's own retries already warn about the outage behind them.
+type redisLog struct {
+	log  *slog.Logger
+	last atomic.Int64 // UnixNano of the last warning
+}
+
+func (l *redisLog) Printf(ctx context.Context, format string, v ...any) {
+	msg := strings.TrimSpace(fmt.Sprintf(format, v...))
+	now := time.Now().UnixNano()
+	if last := l.last.Load(); now-last >= int64(10*time.Second) && l.last.CompareAndSwap(last, now) {
+		l.log.WarnContext(ctx, "redis client: "+msg)
+		return
+	}
+	l.log.DebugContext(ctx, "redis client: "+msg)
 }
