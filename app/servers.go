@@ -110,11 +110,39 @@ func OpenRedis(ctx context.Context, cfg *config.Config) (redis.UniversalClient, 
 	}
 	pctx, cancel := context.WithTimeout(ctx, r.DialTimeout+2*time.Second)
 	defer cancel()
+	if r.Cluster() {
+		if err := checkSeeds(pctx, r, tlsConf); err != nil {
+			rdb.Close()
+			return nil, exitErr(ExitServer, err)
+		}
+	}
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		rdb.Close()
 		return nil, exitErr(ExitServer, explainRedisError(cfg, err))
 	}
 	return rdb, nil
+}
+
+// checkSeeds refuses a seed of redis.addrs that answers as a node of no cluster: no slots and no other node known
+// (a node removed with redis-cli --cluster del-node keeps running so). go-redis reads the cluster's slots from a
+// seed picked at random, so such a seed failed some starts with "cluster has no nodes" and misrouted others.
+// Seeds that do not answer are left to go-redis, which tries the others.
+func checkSeeds(ctx context.Context, r config.Redis, tlsConf *tls.Config) error {
+	for _, addr := range r.Addrs {
+		c := redis.NewClient(&redis.Options{Addr: addr, Username: r.Username, Password: r.Password, TLSConfig: tlsConf,
+			DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, MaxRetries: -1, DisableIdentity: true})
+		info, err := c.ClusterInfo(ctx).Result()
+		c.Close()
+		if err != nil {
+			continue
+		}
+		if strings.Contains(info, "cluster_slots_assigned:0") && strings.Contains(info, "cluster_known_nodes:1\r") {
+			return fmt.Errorf("redis.addrs: %s serves no slots and knows no other node, so it is not part of the "+
+				"cluster any more (removed with redis-cli --cluster del-node?) or not joined yet: remove it from "+
+				"redis.addrs, or add it to the cluster", addr)
+		}
+	}
+	return nil
 }
 
 func explainRedisError(cfg *config.Config, err error) error {
