@@ -272,10 +272,19 @@ func (p *Producer) retrying(what string, err error) {
 		p.lastLog = time.Now()
 	}
 	p.mu.Unlock()
-	if log {
-		p.cfg.Log.Warn("kafka unavailable; retrying", slog.String("doing", what), slog.String("error", err.Error()),
-			slog.Int("unacknowledged", p.tr.inFlight()))
+	if !log {
+		return
 	}
+	if msg := err.Error(); strings.Contains(msg, "topic not found") || strings.Contains(msg, "Unknown Topic Or Partition") {
+		// The topic existed when publishing began: it was deleted while streaming.
+		p.cfg.Log.Error("a kafka topic this source publishes to does not exist any more (deleted while streaming?); "+
+			"publishing waits until it exists again. Messages the sinks had not applied are lost with it: create "+
+			"the topic, then follow the runbook's \"Kafka lost messages\"", slog.String("doing", what),
+			slog.String("error", msg), slog.Int("unacknowledged", p.tr.inFlight()))
+		return
+	}
+	p.cfg.Log.Warn("kafka unavailable; retrying", slog.String("doing", what), slog.String("error", err.Error()),
+		slog.Int("unacknowledged", p.tr.inFlight()))
 }
 
 func (p *Producer) failure() error {

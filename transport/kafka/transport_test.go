@@ -329,3 +329,56 @@ func TestConsumerOffsetPastPartitionEnd(t *testing.T) {
 		t.Fatalf("the sink stopped with %v, want the offsets past the end named with the procedure", err)
 	}
 }
+
+// A topic deleted while the source publishes is named as gone, with the messages lost with it, not as Kafka
+// being unavailable; publishing goes on once the topic exists again.
+func TestProducerTopicDeletedWhileStreaming(t *testing.T) {
+	brokers := newCluster(t, "changes")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var logs testenv.LogBuffer
+	table := &change.Table{DB: "d", Name: "t", Columns: []string{"id", "name", "note", "bin"}, PK: []int{0}}
+	prod, err := NewProducer(ProducerConfig{Common: Common{Brokers: brokers, Topic: "changes",
+		Log: slog.New(slog.NewTextHandler(&logs, nil))}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := prod.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
+	in := make(chan *change.Batch)
+	done := make(chan error, 1)
+	go func() { done <- prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(change.Position) {}) }()
+	bs := batches(table, 40, 1)
+	for _, b := range bs[:20] {
+		in <- b
+	}
+	if _, err := client.DeleteTopics(ctx, &kafkago.DeleteTopicsRequest{Topics: []string{"changes"}}); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for _, b := range bs[20:] {
+			select {
+			case in <- b:
+			case <-ctx.Done():
+				return
+			}
+		}
+		close(in)
+	}()
+	for !strings.Contains(logs.String(), "does not exist any more") {
+		if ctx.Err() != nil {
+			t.Fatalf("no message naming the deleted topic; logs:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := client.CreateTopics(ctx, &kafkago.CreateTopicsRequest{Topics: []kafkago.TopicConfig{
+		{Topic: "changes", NumPartitions: 4, ReplicationFactor: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("publishing after the topic was created again: %v", err)
+	}
+	prod.Close(ctx)
+}
