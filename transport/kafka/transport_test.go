@@ -349,7 +349,9 @@ func TestProducerTopicDeletedWhileStreaming(t *testing.T) {
 	client := &kafkago.Client{Addr: kafkago.TCP(brokers...)}
 	in := make(chan *change.Batch)
 	done := make(chan error, 1)
-	go func() { done <- prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(change.Position) {}) }()
+	go func() {
+		done <- prod.Run(ctx, change.Position{File: "bin.000001", Pos: 4}, in, func(change.Position) {})
+	}()
 	bs := batches(table, 40, 1)
 	for _, b := range bs[:20] {
 		in <- b
