@@ -700,6 +700,7 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 
 		var failed, split [][]int32
 		var lastErr error
+		tryAgain := -1 // the slot of a call Redis refused with TRYAGAIN
 		noScript, noRestore, transient := false, false, false
 		for i, cmd := range cmds {
 			replies, err := cmd.Slice()
@@ -721,6 +722,9 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 				s.log.DebugContext(ctx, "a call of a cluster master's rows failed; sending them by slot",
 					slog.String("error", err.Error()))
 				continue
+			}
+			if redis.HasErrorPrefix(err, "TRYAGAIN") {
+				tryAgain = int(ops[calls[i][0]].slot)
 			}
 			switch {
 			case redis.HasErrorPrefix(err, "NOSCRIPT"):
@@ -795,9 +799,16 @@ func (s *Sink) execCalls(ctx context.Context, lane int, ops []op, p prepared, re
 			s.opts.OnRetry()
 		}
 		wait := backoff/2 + rand.N(backoff/2+1)
-		s.log.WarnContext(ctx, "retrying Redis writes",
-			slog.Int("lane", lane), slog.Int("attempt", attempt), slog.Int("calls", len(failed)),
-			slog.Duration("backoff", wait), slog.String("error", lastErr.Error()))
+		attrs := []any{slog.Int("lane", lane), slog.Int("attempt", attempt), slog.Int("calls", len(failed)),
+			slog.Duration("backoff", wait), slog.String("error", lastErr.Error())}
+		if tryAgain >= 0 {
+			// Redis refuses calls of several keys of a slot while it migrates; one left half-migrated (a failed
+			// reshard) holds the writes back until it is fixed.
+			attrs = append(attrs, slog.Int("slot", tryAgain),
+				slog.String("fix", "the slot is migrating between masters; if this goes on, finish or undo the "+
+					"migration with redis-cli --cluster fix HOST:PORT"))
+		}
+		s.log.WarnContext(ctx, "retrying Redis writes", attrs...)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
