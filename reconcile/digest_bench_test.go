@@ -37,23 +37,30 @@ func BenchmarkDigestRedisCPU(b *testing.B) {
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{})
 	f.run(r, PassOptions{}) // caches the row hashes
+	benchPasses(b, f, r, PassOptions{}, func() float64 { return redisCPU(b, f.rdb) })
+}
+
+// benchPasses runs zero-drift passes of r, full and cached, as sub-benchmarks, and reports the Redis CPU seconds
+// (cpu) they took per row.
+func benchPasses(b *testing.B, f *fixture, r *Reconciler, opts PassOptions, cpu func() float64) {
 	for _, mode := range []struct {
 		name   string
 		cached bool
 	}{{"full", false}, {"cached", true}} {
 		b.Run(mode.name, func(b *testing.B) {
-			var cpu, rows float64
+			var used, rows float64
 			for b.Loop() {
-				c0 := redisCPU(b, f.rdb)
-				rep := f.run(r, PassOptions{Cached: mode.cached})
-				cpu += redisCPU(b, f.rdb) - c0
+				c0 := cpu()
+				opts.Cached = mode.cached
+				rep := f.run(r, opts)
+				used += cpu() - c0
 				tot := rep.Total()
 				rows += float64(tot.Rows)
 				if tot.Drift() != 0 {
 					b.Fatalf("drift in a zero-drift pass: %+v", tot)
 				}
 			}
-			b.ReportMetric(cpu/rows*1e6, "redis-µs/row")
+			b.ReportMetric(used/rows*1e6, "redis-µs/row")
 		})
 	}
 }
@@ -103,8 +110,7 @@ func BenchmarkDigestScript(b *testing.B) {
 }
 
 // BenchmarkDigestCluster is BenchmarkDigestRedisCPU on a Redis Cluster of three masters: the Redis CPU per row
-// summed over the masters. A range's keys spread over the cluster's 16384 slots, so calls of one slot hold about
-// one key each.
+// summed over the masters. A range's keys spread over the cluster's 16384 slots; calls hold one master's keys.
 // Run: go test -run '^$' -bench DigestCluster ./reconcile/
 func BenchmarkDigestCluster(b *testing.B) {
 	f := reconFixture(b, 20_000)
@@ -126,23 +132,5 @@ func BenchmarkDigestCluster(b *testing.B) {
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{})
 	f.run(r, PassOptions{}) // caches the row hashes
-	for _, mode := range []struct {
-		name   string
-		cached bool
-	}{{"full", false}, {"cached", true}} {
-		b.Run(mode.name, func(b *testing.B) {
-			var used, rows float64
-			for b.Loop() {
-				c0 := cpu()
-				rep := f.run(r, PassOptions{Cached: mode.cached, NoScanOrphans: true})
-				used += cpu() - c0
-				tot := rep.Total()
-				rows += float64(tot.Rows)
-				if tot.Drift() != 0 {
-					b.Fatalf("drift in a zero-drift pass: %+v", tot)
-				}
-			}
-			b.ReportMetric(used/rows*1e6, "redis-µs/row")
-		})
-	}
+	benchPasses(b, f, r, PassOptions{NoScanOrphans: true}, cpu)
 }

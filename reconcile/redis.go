@@ -209,7 +209,7 @@ func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []cal
 		if attempt > 0 {
 			return nil, errors.New("computing digests in Redis: the script keeps disappearing (NOSCRIPT after loading it)")
 		}
-		if err := r.load(ctx, script); err != nil {
+		if err := script.Load(ctx, r.rdb).Err(); err != nil { // on a cluster, into every master
 			err = fmt.Errorf("loading the digest script: %w", err)
 			if byNode {
 				return nil, &errNodeCall{err: err, loading: true}
@@ -217,17 +217,6 @@ func (r *redisSide) run(ctx context.Context, tb *table, cached bool, calls []cal
 			return nil, err
 		}
 	}
-}
-
-// load loads script into every master of a cluster (a pipeline's EVALSHA goes to each key's master), or into the
-// one Redis.
-func (r *redisSide) load(ctx context.Context, script *redis.Script) error {
-	if c, ok := r.rdb.(*redis.ClusterClient); ok {
-		return c.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
-			return script.Load(ctx, m).Err()
-		})
-	}
-	return script.Load(ctx, r.rdb).Err()
 }
 
 // badRowHash stands for a key that is not a row of the table's format in a range's XOR: no MySQL row hashes to
