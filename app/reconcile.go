@@ -147,7 +147,7 @@ func newReconciler(cfg *config.Config, db *sql.DB, flavor string, rdb redis.Univ
 				KeyIndex: r.KeyIndex,
 			}
 		},
-		ChunkRows: cfg.Reconcile.ChunkRows, ChunkTarget: cfg.Reconcile.ChunkTarget,
+		ChunkRows: cfg.Reconcile.ChunkRows, ChunkTarget: cfg.Reconcile.ChunkTarget, HashRows: cfg.Reconcile.HashRows,
 		RateLimitRows: cfg.Reconcile.RateLimitRows, ReportOnly: !cfg.Reconcile.Repair,
 		StateKey: cfg.Reconcile.StateKey, DeadLetterStream: cfg.Sink.DeadLetter, Logger: log, Metrics: m,
 	}

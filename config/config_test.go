@@ -275,6 +275,7 @@ func TestValidationErrors(t *testing.T) {
 		{"restore_expired without ttl", "tables:\n  rules:\n    - match: a.b\n      restore_expired: true\n", []string{`tables.rules[0].restore_expired is set but tables.rules[0].ttl is 0s`}},
 		{"reconcile_interval negative", "tables:\n  rules:\n    - match: a.b\n      reconcile_interval: -1s\n", []string{`tables.rules[0].reconcile_interval is -1s; it must not be negative`}},
 		{"full_every negative", "reconcile:\n  full_every: -1h\n", []string{`reconcile.full_every is -1h; it must not be negative`}},
+		{"hash_rows", "reconcile:\n  hash_rows: lua\n", []string{`line 2: reconcile.hash_rows is "lua"; set it to one of: reconciler, redis`}},
 		{"role needs kafka", "role: sink\n", []string{`line 1: role sink runs only half of the pipeline`, `set transport.kind: kafka`}},
 		{"kafka needs brokers", "transport:\n  kind: kafka\n", []string{`kafka.brokers is empty; list the brokers`}},
 		{"transport kind", "transport:\n  kind: nats\n", []string{`line 2: transport.kind is "nats"; set it to one of: embedded, kafka`}},

@@ -479,6 +479,7 @@ func (c *Config) validateReconcile() error {
 		c.positiveDuration("reconcile.chunk_target", r.ChunkTarget),
 		c.nonNegativeDuration("reconcile.full_every", r.FullEvery),
 		c.nonNegativeDuration("reconcile.schema_check", r.SchemaCheck),
+		c.oneOf("reconcile.hash_rows", r.HashRows, "reconciler", "redis"),
 		c.notEmpty("reconcile.state_key", r.StateKey, "set the Redis key for the reconciler's state, like \"binlogsync:reconcile\""),
 	); err != nil {
 		return err

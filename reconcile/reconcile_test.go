@@ -42,6 +42,8 @@ type fixture struct {
 	cl    *redis.ClusterClient    // when set, the sink and the reconciler write and read a Redis Cluster
 	opts  map[string]TableOptions // by table name
 	ckpt  *change.Position        // the fake stream checkpoint; nil = no stream
+	// hashRows is Config.HashRows ("" = the default, rows hashed in the reconciler on a single Redis).
+	hashRows string
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -113,6 +115,7 @@ func (f *fixture) reconciler(chunkRows int) *Reconciler {
 		Table:     func(_, t string) TableOptions { return f.opts[t] },
 		ChunkRows: chunkRows,
 		StateKey:  "test:reconcile",
+		HashRows:  f.hashRows,
 	}
 	if f.ckpt != nil {
 		cfg.StreamPosition = func(context.Context) (change.Position, bool, error) { return *f.ckpt, true, nil }
@@ -297,16 +300,102 @@ func TestDigestsAgree(t *testing.T) {
 		keys = append(keys, k)
 		sqlHashes = append(sqlHashes, h)
 	}
-	for _, cached := range []bool{false, true, true} {
-		d, err := r.redis.rangeDigest(ctx, tb, cached, keys, nil)
+	f.hashRows = HashRowsRedis
+	rs := f.reconciler(64)
+	for _, c := range []struct {
+		name   string
+		r      *Reconciler
+		cached bool
+	}{{"reconciler", r, false}, {"script", rs, false}, {"script, cached", rs, true}, {"script, cached", rs, true}} {
+		d, err := c.r.redis.rangeDigest(ctx, tb, c.cached, keys, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for i, g := range d.hashes {
 			if !g.exists || g.hash != sqlHashes[i] {
-				t.Fatalf("key %s (cached %v): script hash %+v, SQL hash %016x", keys[i], cached, g, sqlHashes[i])
+				t.Fatalf("key %s (%s): hash %+v, SQL hash %016x", keys[i], c.name, g, sqlHashes[i])
 			}
 		}
+	}
+}
+
+// TestRowsHashedInTheReconciler checks that the reconciler's own hashing of rows read with HGETALL agrees with the
+// digest script on keys that are not plain rows (missing, another type, extra fields, no "_v"), finds probe keys,
+// caches row hashes only where they are missing or stale, and leaves a row the stream rewrote meanwhile alone.
+func TestRowsHashedInTheReconciler(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE q (id INT PRIMARY KEY, v VARCHAR(10), n INT)",
+		"INSERT INTO q VALUES (1, 'a', 1), (2, 'b', NULL), (3, 'c', 3), (4, 'd', 4), (5, 'e', 5), (6, '', 6)")
+	r := f.reconciler(100)
+	f.run(r, PassOptions{})
+	f.hashRows = HashRowsRedis
+	rs := f.reconciler(100)
+	ctx := context.Background()
+	k := func(id int) string { return fmt.Sprintf("%s:q:%d", f.db, id) }
+	f.rdb.Del(ctx, k(2))
+	f.rdb.HSet(ctx, k(3), "extra", "x")
+	f.rdb.HDel(ctx, k(4), "_v")
+	f.rdb.Del(ctx, k(5))
+	f.rdb.Set(ctx, k(5), "a string", 0)
+	f.rdb.HSet(ctx, k(6), "v", "changed")
+	f.rdb.HSet(ctx, k(9), "v", "probe hit")
+	tb, err := loadTable(ctx, f.sqldb, f.db, "q", TableOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for id := 1; id <= 7; id++ {
+		rows = append(rows, k(id))
+	}
+	probes := []string{k(8), k(9), k(10)}
+	want, err := rs.redis.rangeDigest(ctx, tb, false, rows, probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.redis.rangeDigest(ctx, tb, false, rows, probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("hashed in the reconciler: %+v\nby the script:           %+v", got, want)
+	}
+	if want.count != 5 || !reflect.DeepEqual(want.hits, []int{1}) || !want.hashes[4].bad || want.hashes[1].exists {
+		t.Fatalf("digest %+v: want 5 keys, key 5 not a row, key 2 missing, probe 2 a hit", want)
+	}
+	// The script cached row 1's hash; the reconciler checks it and writes none.
+	h1 := f.rdb.HGet(ctx, k(1), "_h").Val()
+	f.rdb.HSet(ctx, k(7), "v", "g", "_v", "1") // a row without a cached hash
+	f.rdb.HSet(ctx, k(1), "_h", h1[:8]+"0000000000000000")
+	if _, err := r.redis.rangeDigest(ctx, tb, false, rows, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.rdb.HGet(ctx, k(1), "_h").Val(); got != h1 {
+		t.Fatalf("stale cached hash of row 1: %q after a pass, want %q", got, h1)
+	}
+	if got := f.rdb.HGet(ctx, k(7), "_h").Val(); len(got) != 24 || got[:8] != h1[:8] {
+		t.Fatalf("row 7's cached hash: %q, want one with the signature %s", got, h1[:8])
+	}
+	// A row rewritten between the read and the write of its hash keeps no stale hash.
+	if err := cacheHashes(ctx, f.rdb, []string{k(1), "another version", h1[:8] + "1111111111111111"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.rdb.HGet(ctx, k(1), "_h").Val(); got != h1 {
+		t.Fatalf("row 1's cached hash: %q after a write for another version, want %q", got, h1)
+	}
+}
+
+// TestLargeRowsHashedInTheReconciler checks that rows of a megabyte are read a few at a time.
+func TestLargeRowsHashedInTheReconciler(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE big (id INT PRIMARY KEY, v LONGBLOB)",
+		"INSERT INTO big SELECT seq, REPEAT(CHAR(65 + seq % 26), 1048576) FROM seq_1_to_40")
+	r := f.reconciler(1000)
+	f.run(r, PassOptions{})
+	if tr := tableReport(t, f.run(r, PassOptions{}), "big"); tr.Drift() != 0 || tr.Rows != 40 {
+		t.Fatalf("second pass: %+v, want 40 rows and no drift", tr)
+	}
+	if b := r.redis.pull.rowBytes.Load(); b < 1<<20 || pullBatchBytes/b > 4 {
+		t.Fatalf("mean row bytes %d: want batches of at most 4 rows of 1 MiB", b)
 	}
 }
 
@@ -617,6 +706,7 @@ func TestDigestCallsSizedByRows(t *testing.T) {
 	f := newFixture(t)
 	f.exec("CREATE TABLE big (id INT PRIMARY KEY, v LONGBLOB)",
 		"INSERT INTO big SELECT seq, REPEAT(CHAR(65 + seq % 26), 1048576) FROM seq_1_to_60")
+	f.hashRows = HashRowsRedis
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{}) // writes the rows
 	calls := func() int64 {

@@ -33,6 +33,7 @@ type redisSide struct {
 	rdb     redis.UniversalClient
 	cluster bool
 	slots   sink.SlotMap // on a cluster, so that a call can hold keys of every slot of one master
+	pull    *puller      // set when full passes hash rows in the reconciler (Config.HashRows)
 }
 
 // callKeys is the keys of a digest call whose keys cost cost each in Redis.
@@ -240,6 +241,9 @@ type digestResult struct {
 
 // rangeDigest hashes the row keys in Redis and checks which probe keys exist.
 func (r *redisSide) rangeDigest(ctx context.Context, tb *table, cached bool, rows, probes []string) (*digestResult, error) {
+	if r.pull != nil && !cached && tb.opts.Format != sink.FormatJSON {
+		return r.pull.digest(ctx, r.rdb, tb, rows, probes)
+	}
 	cost := time.Duration(tb.keyCost.Load())
 	perCall := firstCallKeys
 	if cost > 0 {

@@ -76,7 +76,13 @@ func canonical(k kind, v []byte) []byte {
 // rowHash is the 64-bit row hash of a row as the digest SQL and script compute it (see the package
 // documentation); extra marks a Redis row holding fields that are not columns.
 func (tb *table) rowHash(row change.Row, extra bool) uint64 {
-	var b []byte
+	h, _ := tb.rowHashBuf(nil, row, extra)
+	return h
+}
+
+// rowHashBuf is rowHash serializing the row into buf, which it returns for the next row.
+func (tb *table) rowHashBuf(b []byte, row change.Row, extra bool) (uint64, []byte) {
+	b = b[:0]
 	for i, v := range row {
 		if i > 0 {
 			b = append(b, ',')
@@ -96,7 +102,7 @@ func (tb *table) rowHash(row change.Row, extra bool) uint64 {
 		b = append(b, '!')
 	}
 	sum := sha1.Sum(b)
-	return binary.BigEndian.Uint64(sum[:8])
+	return binary.BigEndian.Uint64(sum[:8]), b
 }
 
 // parseHash16 parses a 16-hex-digit row hash.

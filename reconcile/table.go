@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/binlogsync/binlogsync/change"
@@ -67,6 +68,10 @@ type table struct {
 	// keyCost is the measured Redis time per key of the digest script (ns), 0 before the first call: it sizes the
 	// calls and pipelines of rows of any size (redisSide.rangeDigest).
 	keyCost atomic.Int64
+	// sig signs the column list in cached row hashes and fieldIndex maps Redis field names to columns (rowSig).
+	sigOnce    sync.Once
+	sig        string
+	fieldIndex map[string]int
 }
 
 // name is "db.table".

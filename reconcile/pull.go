@@ -1,0 +1,477 @@
+package reconcile
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha1"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/binlogsync/binlogsync/change"
+)
+
+// Hashing rows in the reconciler (Config.HashRows "reconciler", the default on a single Redis).
+//
+// A full pass must hash every row from its fields. In a Lua script that costs Redis at least about 4.5 µs a row
+// (turning each field into a Lua string), 7 µs in practice, and Redis's single thread then bounds the pass. A
+// pipelined HGETALL costs Redis about 1.8 µs a row, so a full pass reads the rows over connections of its own
+// and hashes them in Go: the rows' bytes cross the network (the report's Redis bytes), in return Redis spends a
+// quarter of the time. go-redis would decode every field into a string of its own (5 µs of reconciler CPU a
+// row), so the replies are parsed here, straight from the read buffer.
+
+// pullBatchBytes bounds the reply bytes one pipelined batch is sized for, and pullBatchKeys its keys.
+const (
+	pullBatchBytes = 4 << 20
+	pullBatchKeys  = 512
+)
+
+// rawConn is one RESP2 connection to a Redis server, outside go-redis's pool.
+type rawConn struct {
+	nc  net.Conn
+	rd  *bufio.Reader
+	wr  *bufio.Writer
+	out []byte
+}
+
+// dialRaw connects and authenticates the way go-redis does with o (its Dialer, so TLS and byte counting apply).
+func dialRaw(ctx context.Context, o *redis.Options) (*rawConn, error) {
+	dial := o.Dialer
+	if dial == nil {
+		dial = redis.NewDialer(o)
+	}
+	network := o.Network
+	if network == "" {
+		network = "tcp"
+	}
+	nc, err := dial(ctx, network, o.Addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &rawConn{nc: nc, rd: bufio.NewReaderSize(nc, 64<<10), wr: bufio.NewWriterSize(nc, 64<<10)}
+	user, pass := o.Username, o.Password
+	switch {
+	case o.CredentialsProviderContext != nil:
+		if user, pass, err = o.CredentialsProviderContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	case o.CredentialsProvider != nil:
+		user, pass = o.CredentialsProvider()
+	}
+	var hello [][]string
+	if pass != "" {
+		if user != "" {
+			hello = append(hello, []string{"AUTH", user, pass})
+		} else {
+			hello = append(hello, []string{"AUTH", pass})
+		}
+	}
+	if o.DB != 0 {
+		hello = append(hello, []string{"SELECT", strconv.Itoa(o.DB)})
+	}
+	if len(hello) > 0 {
+		stop := c.watch(ctx, o)
+		defer stop()
+		for _, cmd := range hello {
+			c.command(cmd...)
+		}
+		err := c.wr.Flush()
+		for _, cmd := range hello {
+			if err != nil {
+				break
+			}
+			var l []byte
+			if l, err = c.line(); err == nil && (len(l) == 0 || l[0] != '+') {
+				err = fmt.Errorf("%s: %s", cmd[0], strings.TrimPrefix(string(l), "-"))
+			}
+		}
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// watch sets the connection's deadline from o's timeouts (at least 10 s: a batch's reply is large) and ends any
+// blocked read or write when ctx ends; stop undoes the latter.
+func (c *rawConn) watch(ctx context.Context, o *redis.Options) (stop func()) {
+	d := max(o.ReadTimeout, 10*time.Second)
+	dl := time.Now().Add(d)
+	if t, ok := ctx.Deadline(); ok && t.Before(dl) {
+		dl = t
+	}
+	_ = c.nc.SetDeadline(dl)
+	s := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
+	return func() { s() }
+}
+
+// command appends one command to the write buffer.
+func (c *rawConn) command(args ...string) {
+	b := c.out[:0]
+	b = append(b, '*')
+	b = strconv.AppendInt(b, int64(len(args)), 10)
+	b = append(b, '\r', '\n')
+	for _, a := range args {
+		b = append(b, '$')
+		b = strconv.AppendInt(b, int64(len(a)), 10)
+		b = append(b, '\r', '\n')
+		b = append(b, a...)
+		b = append(b, '\r', '\n')
+	}
+	c.out = b
+	_, _ = c.wr.Write(b) // a write error shows at Flush
+}
+
+// line reads one reply line without its CRLF; the slice is valid until the next read.
+func (c *rawConn) line() ([]byte, error) {
+	l, err := c.rd.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// A line longer than the buffer: only an error message can be.
+		var rest []byte
+		rest, err = c.rd.ReadBytes('\n')
+		l = append(append([]byte{}, l...), rest...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(l) < 2 || l[len(l)-2] != '\r' {
+		return nil, fmt.Errorf("malformed reply line %q", l)
+	}
+	return l[:len(l)-2], nil
+}
+
+// number parses the integer after a reply line's type byte.
+func number(l []byte) (int, error) {
+	n, err := strconv.Atoi(string(l[1:]))
+	if err != nil {
+		return 0, fmt.Errorf("malformed reply line %q", l)
+	}
+	return n, nil
+}
+
+// bulk appends one bulk string's bytes to buf; null is set for a null bulk string.
+func (c *rawConn) bulk(buf []byte) (out []byte, null bool, err error) {
+	l, err := c.line()
+	if err != nil {
+		return buf, false, err
+	}
+	if len(l) == 0 || l[0] != '$' {
+		return buf, false, fmt.Errorf("want a bulk string, got %q", l)
+	}
+	n, err := number(l)
+	if err != nil || n < 0 {
+		return buf, n < 0, err
+	}
+	start := len(buf)
+	buf = append(buf, make([]byte, n+2)...)
+	if _, err := io.ReadFull(c.rd, buf[start:]); err != nil {
+		return buf, false, err
+	}
+	return buf[:start+n], false, nil
+}
+
+// puller hashes rows read with pipelined HGETALLs over connections of its own.
+type puller struct {
+	opts *redis.Options
+	pool chan *rawConn
+	// rowBytes is the mean reply bytes of a row read so far, which sizes the batches.
+	rowBytes atomic.Int64
+}
+
+func newPuller(o *redis.Options) *puller {
+	return &puller{opts: o, pool: make(chan *rawConn, 4)}
+}
+
+func (p *puller) get(ctx context.Context) (*rawConn, error) {
+	select {
+	case c := <-p.pool:
+		return c, nil
+	default:
+		return dialRaw(ctx, p.opts)
+	}
+}
+
+func (p *puller) put(c *rawConn) {
+	select {
+	case p.pool <- c:
+	default:
+		c.nc.Close()
+	}
+}
+
+// close closes the idle connections (at the end of a pass).
+func (p *puller) close() {
+	for {
+		select {
+		case c := <-p.pool:
+			c.nc.Close()
+		default:
+			return
+		}
+	}
+}
+
+// pulledRow is what a row's reply said.
+type pulledRow struct {
+	keyHash
+	ver, cached string // "_v" and "_h" when the cached hash must be refreshed
+}
+
+// rowSig is the signature of the column list that prefixes cached row hashes (the script's sig).
+func (tb *table) rowSig() string {
+	tb.sigOnce.Do(func() {
+		args := scriptArgs(tb, false, 0)[4:]
+		names := make([]string, len(tb.cols))
+		kinds := make([]string, len(tb.cols))
+		for i := range tb.cols {
+			names[i] = args[i].(string)
+			kinds[i] = args[len(tb.cols)+i].(string)
+		}
+		sum := sha1.Sum([]byte(strings.Join(names, "\x00") + "|" + strings.Join(kinds, "")))
+		tb.sig = hex.EncodeToString(sum[:])[:8]
+		tb.fieldIndex = make(map[string]int, len(names))
+		for i, n := range names {
+			tb.fieldIndex[n] = i
+		}
+	})
+	return tb.sig
+}
+
+// digest hashes the row keys and checks which probe keys exist, like the digest script in "f" mode, and caches
+// the rows' hashes in "_h" where they are missing or stale.
+func (p *puller) digest(ctx context.Context, rdb redis.UniversalClient, tb *table, rows, probes []string) (*digestResult, error) {
+	sig := tb.rowSig()
+	d := &digestResult{hashes: make([]keyHash, len(rows))}
+	var refresh []string // key, version, cached hash triples
+	for lo := 0; lo < len(rows) || lo-len(rows) < len(probes); {
+		n := firstCallKeys // until a row was read: its size is unknown
+		if rb := p.rowBytes.Load(); rb > 0 {
+			n = int(min(max(pullBatchBytes/rb, 1), pullBatchKeys))
+		}
+		hi := min(lo+n, len(rows)+len(probes))
+		var got []pulledRow
+		var hits []int
+		var err error
+		for attempt := 0; ; attempt++ {
+			got, hits, err = p.batch(ctx, tb, sig, rows, probes, lo, hi)
+			var ne net.Error
+			if err == nil || ctx.Err() != nil || attempt == 2 || !(errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading rows of %s in Redis: %w", tb.name(), err)
+		}
+		for i, g := range got {
+			d.hashes[lo+i] = g.keyHash
+			switch {
+			case g.bad:
+				d.count++
+				d.xor ^= badRowHash
+			case g.exists:
+				d.count++
+				d.xor ^= g.hash
+				if g.ver != "" {
+					refresh = append(refresh, rows[lo+i], g.ver, g.cached)
+				}
+			}
+		}
+		d.hits = append(d.hits, hits...)
+		lo = hi
+	}
+	if len(refresh) > 0 {
+		if err := cacheHashes(ctx, rdb, refresh); err != nil {
+			return nil, fmt.Errorf("caching row hashes of %s in Redis: %w", tb.name(), err)
+		}
+	}
+	return d, nil
+}
+
+// batch reads keys [lo, hi) of rows followed by probes in one pipeline: HGETALL for rows, EXISTS for probes.
+func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes []string, lo, hi int) (got []pulledRow, hits []int, err error) {
+	c, err := p.get(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			c.nc.Close()
+		} else {
+			p.put(c)
+		}
+	}()
+	stop := c.watch(ctx, p.opts)
+	defer stop()
+	for i := lo; i < hi; i++ {
+		if i < len(rows) {
+			c.command("HGETALL", rows[i])
+		} else {
+			c.command("EXISTS", probes[i-len(rows)])
+		}
+	}
+	if err := c.wr.Flush(); err != nil {
+		return nil, nil, err
+	}
+	var (
+		arena []byte
+		spans = make([][2]int, len(tb.cols))
+		row   = make(change.Row, len(tb.cols))
+		hbuf  []byte
+		nread int64 // reply bytes of the rows that exist
+		nrows int64
+	)
+	for i := lo; i < hi; i++ {
+		l, err := c.line()
+		if err != nil {
+			return nil, nil, err
+		}
+		if i >= len(rows) {
+			if len(l) == 0 || l[0] != ':' {
+				return nil, nil, fmt.Errorf("EXISTS %s: %q", probes[i-len(rows)], l)
+			}
+			if string(l) != ":0" {
+				hits = append(hits, i-len(rows))
+			}
+			continue
+		}
+		switch {
+		case len(l) > 0 && l[0] == '-':
+			if bytesHasPrefix(l, "-WRONGTYPE") {
+				got = append(got, pulledRow{keyHash: keyHash{exists: true, bad: true}})
+				continue
+			}
+			return nil, nil, fmt.Errorf("HGETALL %s: %s", rows[i], l[1:])
+		case len(l) == 0 || l[0] != '*':
+			return nil, nil, fmt.Errorf("HGETALL %s: unexpected reply %q", rows[i], l)
+		}
+		n, err := number(l)
+		if err != nil {
+			return nil, nil, err
+		}
+		if n <= 0 {
+			got = append(got, pulledRow{})
+			continue
+		}
+		arena = arena[:0]
+		for j := range spans {
+			spans[j] = [2]int{-1, -1}
+		}
+		extra := false
+		ver, cached := [2]int{-1, -1}, [2]int{-1, -1}
+		for f := 0; f < n/2; f++ {
+			start := len(arena)
+			if arena, _, err = c.bulk(arena); err != nil {
+				return nil, nil, err
+			}
+			name := arena[start:]
+			vstart := len(arena)
+			if arena, _, err = c.bulk(arena); err != nil {
+				return nil, nil, err
+			}
+			span := [2]int{vstart, len(arena)}
+			if j, ok := tb.fieldIndex[string(name)]; ok {
+				spans[j] = span
+				continue
+			}
+			switch string(name) {
+			case "_v":
+				ver = span
+			case "_h":
+				cached = span
+			default:
+				extra = true
+			}
+		}
+		if ver[0] < 0 {
+			extra = true // as in the digest script: a row of the pipeline always has "_v"
+		}
+		nread += int64(len(arena)) + 8*int64(n)
+		nrows++
+		for j, s := range spans {
+			row[j] = nil
+			if s[0] >= 0 {
+				row[j] = arena[s[0]:s[1]:s[1]]
+			}
+		}
+		var h uint64
+		h, hbuf = tb.rowHashBuf(hbuf, row, extra)
+		r := pulledRow{keyHash: keyHash{exists: true, hash: h}}
+		var hx [24]byte
+		var hb [8]byte
+		copy(hx[:8], sig)
+		binary.BigEndian.PutUint64(hb[:], h)
+		hex.Encode(hx[8:], hb[:])
+		if ver[0] >= 0 && (cached[0] < 0 || !bytes.Equal(arena[cached[0]:cached[1]], hx[:])) {
+			r.ver, r.cached = string(arena[ver[0]:ver[1]]), string(hx[:])
+		}
+		got = append(got, r)
+	}
+	if nrows > 0 {
+		// Up at once, down slowly: a batch sized for small rows must not meet large ones.
+		mean := nread / int64(nrows)
+		if old := p.rowBytes.Load(); old > mean {
+			mean = (old*3 + mean) / 4
+		}
+		p.rowBytes.Store(max(mean, 1))
+	}
+	return got, hits, nil
+}
+
+func bytesHasPrefix(b []byte, s string) bool { return len(b) >= len(s) && string(b[:len(s)]) == s }
+
+// cacheScript stores row hashes in "_h": KEYS are row keys, ARGV (version, "_h") pairs; a row whose "_v" is no
+// longer the version read was rewritten by the stream since (which dropped "_h") and is left alone.
+var cacheScript = redis.NewScript(`
+for i = 1, #KEYS do
+  if redis.pcall('HGET', KEYS[i], '_v') == ARGV[2 * i - 1] then
+    redis.pcall('HSET', KEYS[i], '_h', ARGV[2 * i])
+  end
+end
+return 0
+`)
+
+// cacheHashes runs cacheScript over key, version, hash triples, in calls of at most 200 keys.
+func cacheHashes(ctx context.Context, rdb redis.UniversalClient, triples []string) error {
+	const perCall = 200
+	for attempt := 0; ; attempt++ {
+		pipe := rdb.Pipeline()
+		var cmds []*redis.Cmd
+		for lo := 0; lo < len(triples); lo += 3 * perCall {
+			hi := min(lo+3*perCall, len(triples))
+			keys := make([]string, 0, (hi-lo)/3)
+			args := make([]any, 0, 2*(hi-lo)/3)
+			for i := lo; i < hi; i += 3 {
+				keys = append(keys, triples[i])
+				args = append(args, triples[i+1], triples[i+2])
+			}
+			cmds = append(cmds, cacheScript.EvalSha(ctx, pipe, keys, args...))
+		}
+		_, _ = pipe.Exec(ctx)
+		noScript := false
+		for _, cmd := range cmds {
+			if err := cmd.Err(); redis.HasErrorPrefix(err, "NOSCRIPT") && attempt == 0 {
+				noScript = true
+			} else if err != nil {
+				return err
+			}
+		}
+		if !noScript {
+			return nil
+		}
+		if err := cacheScript.Load(ctx, rdb).Err(); err != nil {
+			return err
+		}
+	}
+}
