@@ -39,7 +39,7 @@ const (
 // rawConn is one RESP2 connection to a Redis server, outside go-redis's pool.
 type rawConn struct {
 	nc  net.Conn
-	rd  *bufio.Reader
+	rd  *respBuf
 	wr  *bufio.Writer
 	out []byte
 }
@@ -58,7 +58,7 @@ func dialRaw(ctx context.Context, o *redis.Options) (*rawConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &rawConn{nc: nc, rd: bufio.NewReaderSize(nc, 64<<10), wr: bufio.NewWriterSize(nc, 64<<10)}
+	c := &rawConn{nc: nc, rd: &respBuf{src: nc, b: make([]byte, 64<<10)}, wr: bufio.NewWriterSize(nc, 64<<10)}
 	user, pass := o.Username, o.Password
 	switch {
 	case o.CredentialsProviderContext != nil:
@@ -91,9 +91,13 @@ func dialRaw(ctx context.Context, o *redis.Options) (*rawConn, error) {
 			if err != nil {
 				break
 			}
-			var l []byte
-			if l, err = c.line(); err == nil && (len(l) == 0 || l[0] != '+') {
-				err = fmt.Errorf("%s: %s", cmd[0], strings.TrimPrefix(string(l), "-"))
+			var typ byte
+			var next int
+			if typ, _, next, err = c.rd.header(0); err == nil {
+				if typ != '+' {
+					err = fmt.Errorf("%s: %s", cmd[0], c.rd.text(1, next-2))
+				}
+				c.rd.consume(next)
 			}
 		}
 		if err != nil {
@@ -134,52 +138,108 @@ func (c *rawConn) command(args ...string) {
 	_, _ = c.wr.Write(b) // a write error shows at Flush
 }
 
-// line reads one reply line without its CRLF; the slice is valid until the next read.
-func (c *rawConn) line() ([]byte, error) {
-	l, err := c.rd.ReadSlice('\n')
-	if errors.Is(err, bufio.ErrBufferFull) {
-		// A line longer than the buffer: only an error message can be.
-		var rest []byte
-		rest, err = c.rd.ReadBytes('\n')
-		l = append(append([]byte{}, l...), rest...)
-	}
-	if err != nil {
-		return nil, err
-	}
-	if len(l) < 2 || l[len(l)-2] != '\r' {
-		return nil, fmt.Errorf("malformed reply line %q", l)
-	}
-	return l[:len(l)-2], nil
+// respBuf reads RESP2 replies straight from its buffer. Positions are offsets from r, the start of the reply
+// being parsed, so they stay valid when the buffer is compacted or grown to read more of the reply.
+type respBuf struct {
+	src  io.Reader
+	b    []byte
+	r, w int
 }
 
-// number parses the integer after a reply line's type byte.
-func number(l []byte) (int, error) {
-	n, err := strconv.Atoi(string(l[1:]))
-	if err != nil {
-		return 0, fmt.Errorf("malformed reply line %q", l)
+// ensure reads until at least n bytes from r are buffered.
+func (rb *respBuf) ensure(n int) error {
+	for rb.w-rb.r < n {
+		if rb.r+n > len(rb.b) {
+			if n > len(rb.b) {
+				nb := make([]byte, max(n, 2*len(rb.b)))
+				rb.w = copy(nb, rb.b[rb.r:rb.w])
+				rb.b = nb
+			} else {
+				rb.w = copy(rb.b, rb.b[rb.r:rb.w])
+			}
+			rb.r = 0
+		}
+		m, err := rb.src.Read(rb.b[rb.w:])
+		rb.w += m
+		if err != nil && rb.w-rb.r < n {
+			return err
+		}
+	}
+	return nil
+}
+
+// text is the buffered bytes [from, to), valid until the next ensure.
+func (rb *respBuf) text(from, to int) []byte { return rb.b[rb.r+from : rb.r+to : rb.r+to] }
+
+// consume ends the reply being parsed at n.
+func (rb *respBuf) consume(n int) { rb.r += n }
+
+// header parses the reply line at off: its type byte, its number (for ':', '*' and '$') and where the next
+// line starts.
+func (rb *respBuf) header(off int) (typ byte, n, next int, err error) {
+	from := off
+	for {
+		if i := bytes.IndexByte(rb.b[rb.r+from:rb.w], '\n'); i >= 0 {
+			next = from + i + 1
+			break
+		}
+		from = rb.w - rb.r
+		if err := rb.ensure(from + 1); err != nil {
+			return 0, 0, 0, err
+		}
+	}
+	l := rb.text(off, next)
+	if len(l) < 3 || l[len(l)-2] != '\r' {
+		return 0, 0, 0, fmt.Errorf("malformed reply line %q", l)
+	}
+	l = l[:len(l)-2]
+	typ = l[0]
+	if typ == ':' || typ == '*' || typ == '$' {
+		if n, err = parseNumber(l[1:]); err != nil {
+			return 0, 0, 0, fmt.Errorf("malformed reply line %q", l)
+		}
+	}
+	return typ, n, next, nil
+}
+
+// parseNumber parses a RESP integer.
+func parseNumber(b []byte) (int, error) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 18 {
+		return 0, strconv.ErrSyntax
+	}
+	n := 0
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, strconv.ErrSyntax
+		}
+		n = n*10 + int(c-'0')
+	}
+	if neg {
+		n = -n
 	}
 	return n, nil
 }
 
-// bulk appends one bulk string's bytes to buf; null is set for a null bulk string.
-func (c *rawConn) bulk(buf []byte) (out []byte, null bool, err error) {
-	l, err := c.line()
+// bulkAt parses the bulk string at off: its bytes are [span[0], span[1]), the next reply line starts at next.
+func (rb *respBuf) bulkAt(off int) (span [2]int, next int, err error) {
+	typ, n, next, err := rb.header(off)
 	if err != nil {
-		return buf, false, err
+		return span, 0, err
 	}
-	if len(l) == 0 || l[0] != '$' {
-		return buf, false, fmt.Errorf("want a bulk string, got %q", l)
+	if typ != '$' || n < 0 {
+		return span, 0, fmt.Errorf("want a bulk string, got %q", rb.text(off, next-2))
 	}
-	n, err := number(l)
-	if err != nil || n < 0 {
-		return buf, n < 0, err
+	if err := rb.ensure(next + n + 2); err != nil {
+		return span, 0, err
 	}
-	start := len(buf)
-	buf = append(buf, make([]byte, n+2)...)
-	if _, err := io.ReadFull(c.rd, buf[start:]); err != nil {
-		return buf, false, err
+	if end := rb.text(next+n, next+n+2); end[0] != '\r' || end[1] != '\n' {
+		return span, 0, fmt.Errorf("malformed bulk string of %d bytes", n)
 	}
-	return buf[:start+n], false, nil
+	return [2]int{next, next + n}, next + n + 2, nil
 }
 
 // puller hashes rows read with pipelined HGETALLs over connections of its own.
@@ -241,6 +301,7 @@ func (tb *table) rowSig() string {
 		}
 		sum := sha1.Sum([]byte(strings.Join(names, "\x00") + "|" + strings.Join(kinds, "")))
 		tb.sig = hex.EncodeToString(sum[:])[:8]
+		tb.fieldNames = names
 		tb.fieldIndex = make(map[string]int, len(names))
 		for i, n := range names {
 			tb.fieldIndex[n] = i
@@ -325,7 +386,7 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 		return nil, nil, err
 	}
 	var (
-		arena []byte
+		rb    = c.rd
 		spans = make([][2]int, len(tb.cols))
 		row   = make(change.Row, len(tb.cols))
 		hbuf  []byte
@@ -333,63 +394,66 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 		nrows int64
 	)
 	for i := lo; i < hi; i++ {
-		l, err := c.line()
+		typ, n, pos, err := rb.header(0)
 		if err != nil {
 			return nil, nil, err
 		}
 		if i >= len(rows) {
-			if len(l) == 0 || l[0] != ':' {
-				return nil, nil, fmt.Errorf("EXISTS %s: %q", probes[i-len(rows)], l)
+			if typ != ':' {
+				return nil, nil, fmt.Errorf("EXISTS %s: %q", probes[i-len(rows)], rb.text(0, pos-2))
 			}
-			if string(l) != ":0" {
+			if n != 0 {
 				hits = append(hits, i-len(rows))
 			}
+			rb.consume(pos)
 			continue
 		}
 		switch {
-		case len(l) > 0 && l[0] == '-':
-			if bytesHasPrefix(l, "-WRONGTYPE") {
-				got = append(got, pulledRow{keyHash: keyHash{exists: true, bad: true}})
-				continue
+		case typ == '-':
+			msg := rb.text(1, pos-2)
+			if !bytes.HasPrefix(msg, []byte("WRONGTYPE")) {
+				return nil, nil, fmt.Errorf("HGETALL %s: %s", rows[i], msg)
 			}
-			return nil, nil, fmt.Errorf("HGETALL %s: %s", rows[i], l[1:])
-		case len(l) == 0 || l[0] != '*':
-			return nil, nil, fmt.Errorf("HGETALL %s: unexpected reply %q", rows[i], l)
-		}
-		n, err := number(l)
-		if err != nil {
-			return nil, nil, err
+			got = append(got, pulledRow{keyHash: keyHash{exists: true, bad: true}})
+			rb.consume(pos)
+			continue
+		case typ != '*':
+			return nil, nil, fmt.Errorf("HGETALL %s: unexpected reply %q", rows[i], rb.text(0, pos-2))
 		}
 		if n <= 0 {
 			got = append(got, pulledRow{})
+			rb.consume(pos)
 			continue
 		}
-		arena = arena[:0]
 		for j := range spans {
 			spans[j] = [2]int{-1, -1}
 		}
 		extra := false
 		ver, cached := [2]int{-1, -1}, [2]int{-1, -1}
+		guess := 0 // fields are usually stored in column order
 		for f := 0; f < n/2; f++ {
-			start := len(arena)
-			if arena, _, err = c.bulk(arena); err != nil {
+			var name, val [2]int
+			if name, pos, err = rb.bulkAt(pos); err != nil {
 				return nil, nil, err
 			}
-			name := arena[start:]
-			vstart := len(arena)
-			if arena, _, err = c.bulk(arena); err != nil {
+			if val, pos, err = rb.bulkAt(pos); err != nil {
 				return nil, nil, err
 			}
-			span := [2]int{vstart, len(arena)}
-			if j, ok := tb.fieldIndex[string(name)]; ok {
-				spans[j] = span
+			nb := rb.text(name[0], name[1])
+			j, ok := guess, guess < len(tb.fieldNames) && string(nb) == tb.fieldNames[guess]
+			if !ok {
+				j, ok = tb.fieldIndex[string(nb)]
+			}
+			if ok {
+				spans[j] = val
+				guess = j + 1
 				continue
 			}
-			switch string(name) {
+			switch string(nb) {
 			case "_v":
-				ver = span
+				ver = val
 			case "_h":
-				cached = span
+				cached = val
 			default:
 				extra = true
 			}
@@ -397,12 +461,12 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 		if ver[0] < 0 {
 			extra = true // as in the digest script: a row of the pipeline always has "_v"
 		}
-		nread += int64(len(arena)) + 8*int64(n)
+		nread += int64(pos)
 		nrows++
 		for j, s := range spans {
 			row[j] = nil
 			if s[0] >= 0 {
-				row[j] = arena[s[0]:s[1]:s[1]]
+				row[j] = rb.text(s[0], s[1])
 			}
 		}
 		var h uint64
@@ -413,10 +477,11 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 		copy(hx[:8], sig)
 		binary.BigEndian.PutUint64(hb[:], h)
 		hex.Encode(hx[8:], hb[:])
-		if ver[0] >= 0 && (cached[0] < 0 || !bytes.Equal(arena[cached[0]:cached[1]], hx[:])) {
-			r.ver, r.cached = string(arena[ver[0]:ver[1]]), string(hx[:])
+		if ver[0] >= 0 && (cached[0] < 0 || !bytes.Equal(rb.text(cached[0], cached[1]), hx[:])) {
+			r.ver, r.cached = string(rb.text(ver[0], ver[1])), string(hx[:])
 		}
 		got = append(got, r)
+		rb.consume(pos)
 	}
 	if nrows > 0 {
 		// Up at once, down slowly: a batch sized for small rows must not meet large ones.
@@ -428,8 +493,6 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 	}
 	return got, hits, nil
 }
-
-func bytesHasPrefix(b []byte, s string) bool { return len(b) >= len(s) && string(b[:len(s)]) == s }
 
 // cacheScript stores row hashes in "_h": KEYS are row keys, ARGV (version, "_h") pairs; a row whose "_v" is no
 // longer the version read was rewritten by the stream since (which dropped "_h") and is left alone.

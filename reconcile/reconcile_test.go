@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"reflect"
@@ -709,16 +710,7 @@ func TestDigestCallsSizedByRows(t *testing.T) {
 	f.hashRows = HashRowsRedis
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{}) // writes the rows
-	calls := func() int64 {
-		info := f.rdb.Info(context.Background(), "commandstats").Val()
-		for _, line := range strings.Split(info, "\r\n") {
-			if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
-				n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
-				return n
-			}
-		}
-		return 0
-	}
+	calls := func() int64 { return commandCalls(t, f.rdb, "evalsha") }
 	before := calls()
 	rep := f.run(r, PassOptions{})
 	if tr := tableReport(t, rep, "big"); tr.Drift() != 0 || tr.Rows != 60 {
@@ -813,9 +805,14 @@ func TestScanOrphans(t *testing.T) {
 	if tr := tableReport(t, rep, "q"); tr.Extra.Found != 0 || tr.OrphanScan != 0 {
 		t.Fatalf("cached pass: %+v, want no scan", tr)
 	}
+	scans := func() int64 { return commandCalls(t, f.rdb, "scan") }
+	before := scans()
 	rep = f.run(r, PassOptions{})
 	if tr := tableReport(t, rep, "q"); tr.Extra != (Count{2, 2}) || tr.OrphanScan != 6 {
 		t.Fatalf("full pass: %+v, want 2 orphans of 6 keys scanned", tr)
+	}
+	if n := scans() - before; n != 1 {
+		t.Fatalf("full pass made %d SCAN calls, want the one that ran alongside the ranges", n)
 	}
 	f.rdb.HSet(ctx, f.db+":q:800000", "v", "stray")
 	rep = f.run(r, PassOptions{Cached: true, ScanOrphans: true})
@@ -833,9 +830,14 @@ func TestScanOrphans(t *testing.T) {
 	f.exec("CREATE TABLE g (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO g VALUES (1, 'a'), (5000000, 'b')")
 	f.run(r, PassOptions{})
 	f.rdb.HSet(ctx, f.db+":g:2500000", "v", "stray")
+	before = scans()
 	rep = f.run(r, PassOptions{Tables: []string{f.db + ".g"}})
 	if tr := tableReport(t, rep, "g"); tr.Extra != (Count{1, 1}) {
 		t.Fatalf("full pass over a table with a gap: %+v, want the orphan in the gap", tr)
+	}
+	if n := scans() - before; n != 2 {
+		t.Fatalf("full pass over a table with a gap made %d SCAN calls, want 2 (the one alongside the ranges counted"+
+			" on a span the ranges did not probe, so the keys were scanned again)", n)
 	}
 
 	// A key template of its own may share its pattern with keys of other programs: only --scan-orphans deletes.
@@ -866,6 +868,37 @@ func TestScanOrphans(t *testing.T) {
 	}
 	if tr := tableReport(t, f.run(r, PassOptions{Tables: kv}), "kv"); tr.Drift() != 0 {
 		t.Fatalf("second pass: %+v, want no drift", tr)
+	}
+}
+
+// commandCalls is how many times Redis ran the command (INFO commandstats).
+func commandCalls(t *testing.T, rdb *redis.Client, name string) int64 {
+	t.Helper()
+	info, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\r\n") {
+		if rest, ok := strings.CutPrefix(line, "cmdstat_"+name+":calls="); ok {
+			n, _ := strconv.ParseInt(rest[:strings.IndexByte(rest, ',')], 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func TestCanonicalInt(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "7": 7, "-7": -7, "9223372036854775807": math.MaxInt64,
+		"-9223372036854775808": math.MinInt64} {
+		if v, ok := canonicalInt([]byte(in)); !ok || v != want {
+			t.Errorf("canonicalInt(%q) = %d, %v; want %d", in, v, ok, want)
+		}
+	}
+	for _, in := range []string{"", "-", "007", "-0", "-07", "+7", "7a", "9223372036854775808", "-9223372036854775809",
+		"99999999999999999999", "1-2"} {
+		if v, ok := canonicalInt([]byte(in)); ok {
+			t.Errorf("canonicalInt(%q) = %d, want not canonical", in, v)
+		}
 	}
 }
 

@@ -72,6 +72,7 @@ type table struct {
 	sigOnce    sync.Once
 	sig        string
 	fieldIndex map[string]int
+	fieldNames []string // the field name of each column
 }
 
 // name is "db.table".
@@ -440,7 +441,11 @@ func (tb *table) in(pks [][][]byte) (string, error) {
 
 // key renders the Redis key of a primary key.
 func (tb *table) key(s *sink.Sink, pk [][]byte) (string, error) {
-	row := make(change.Row, len(tb.t.Columns))
+	return tb.keyInto(s, pk, make(change.Row, len(tb.t.Columns)))
+}
+
+// keyInto is key with a scratch row of the table's width (its primary-key values are overwritten).
+func (tb *table) keyInto(s *sink.Sink, pk [][]byte, row change.Row) (string, error) {
 	for i, c := range tb.t.PK {
 		row[c] = pk[i]
 	}

@@ -109,6 +109,16 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 	}
 	defer fixer.close()
 
+	var ahead *scanAhead
+	if after == nil && tr.wantsScan() {
+		if ahead, err = tr.startScanAhead(ctx, reader); err != nil {
+			return err
+		}
+		if ahead != nil {
+			defer func() { cancel(); <-ahead.done }()
+		}
+	}
+
 	chunks := make(chan *chunk, 4)
 	diffs := make(chan *chunk, 16)
 	items := make(chan *settleItem, 16)
@@ -176,11 +186,13 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 			return err
 		}
 	}
-	// A full pass SCANs for keys written outside the pipeline too, unless the table's key index finds its orphans,
-	// or its keys are not in binlogsync's own name space (a key template of its own may share a pattern with keys
-	// other programs write: only --scan-orphans deletes there).
-	defaultKeys := tr.tb.opts.KeyTemplate == "" || tr.tb.opts.KeyTemplate == sink.DefaultKeyTemplate
-	if tr.opts.ScanOrphans || !tr.opts.Cached && !tr.opts.NoScanOrphans && !tr.tb.opts.KeyIndex && defaultKeys {
+	if ahead != nil {
+		done, err := ahead.finish(ctx, tr, fixer)
+		if err != nil || done {
+			return err
+		}
+	}
+	if tr.wantsScan() {
 		if err := tr.scanOrphans(ctx, fixer); err != nil {
 			return err
 		}
@@ -319,8 +331,9 @@ func (tr *tableRun) produce(ctx context.Context, cn *conn, lower [][]byte, out c
 			sortIntKeys(c.pks, c.hashes)
 		}
 		c.keys = make([]string, len(c.pks))
+		scratch := make(change.Row, len(tr.tb.t.Columns))
 		for i, pk := range c.pks {
-			if c.keys[i], err = tr.tb.key(cfg.Sink, pk); err != nil {
+			if c.keys[i], err = tr.tb.keyInto(cfg.Sink, pk, scratch); err != nil {
 				return err
 			}
 		}
