@@ -871,6 +871,28 @@ func TestScanOrphans(t *testing.T) {
 	}
 }
 
+// TestScanAheadGivesUp: a SCAN alongside the ranges that meets more keys to keep than it may hold gives up, and
+// the SCAN after the ranges finds the orphans.
+func TestScanAheadGivesUp(t *testing.T) {
+	f := newFixture(t)
+	f.exec("CREATE TABLE q (id INT PRIMARY KEY, v VARCHAR(10))", "INSERT INTO q VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+	r := f.reconciler(100)
+	f.run(r, PassOptions{})
+	ctx := context.Background()
+	for _, id := range []string{"700000", "800000", "900000"} {
+		f.rdb.HSet(ctx, f.db+":q:"+id, "v", "stray")
+	}
+	defer func(n int) { scanAheadKept = n }(scanAheadKept)
+	scanAheadKept = 1
+	before := commandCalls(t, f.rdb, "scan")
+	if tr := tableReport(t, f.run(r, PassOptions{}), "q"); tr.Extra != (Count{3, 3}) || tr.OrphanScan != 6 {
+		t.Fatalf("full pass: %+v, want 3 orphans of 6 keys scanned", tr)
+	}
+	if n := commandCalls(t, f.rdb, "scan") - before; n != 2 {
+		t.Fatalf("%d SCAN calls, want 2 (one given up, one after the ranges)", n)
+	}
+}
+
 // commandCalls is how many times Redis ran the command (INFO commandstats).
 func commandCalls(t *testing.T, rdb *redis.Client, name string) int64 {
 	t.Helper()

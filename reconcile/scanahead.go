@@ -26,6 +26,9 @@ import (
 // scanAheadCount is the COUNT of each SCAN call: about a millisecond of Redis time.
 const scanAheadCount = "2000"
 
+// scanAheadKept bounds the keys a scanAhead keeps; past it, it gives up and scanOrphans runs after the ranges.
+var scanAheadKept = 100_000
+
 // scanAhead is a SCAN running alongside the range comparison.
 type scanAhead struct {
 	lo, hi  int64
@@ -33,6 +36,7 @@ type scanAhead struct {
 	err     error
 	inside  int64    // canonical integer keys in [lo, hi]
 	outside []string // keys of the table's pattern outside [lo, hi] or not canonical integers
+	gaveUp  bool     // more than scanAheadKept keys to keep
 }
 
 // startScanAhead starts the SCAN of tb's keys when it can run alongside the ranges: a single Redis, a
@@ -98,6 +102,10 @@ func (s *scanAhead) scan(ctx context.Context, o *redis.Options, pat *keyPattern)
 				return ctx.Err()
 			}
 			return fmt.Errorf("scanning %s: %w", match, err)
+		}
+		if len(s.outside) > scanAheadKept {
+			s.gaveUp, s.outside = true, nil
+			return nil
 		}
 		if cursor == "0" {
 			return nil
@@ -173,7 +181,8 @@ func canonicalInt(b []byte) (int64, bool) {
 }
 
 // finish waits for the SCAN and settles its orphans. It returns false when the pass's probed span does not cover
-// [lo, hi], so that the keys counted inside were not all compared or probed: scanOrphans must then run.
+// [lo, hi], so that the keys counted inside were not all compared or probed, or the SCAN gave up: scanOrphans
+// must then run.
 func (s *scanAhead) finish(ctx context.Context, tr *tableRun, cn *conn) (bool, error) {
 	select {
 	case <-s.done:
@@ -183,7 +192,7 @@ func (s *scanAhead) finish(ctx context.Context, tr *tableRun, cn *conn) (bool, e
 	if s.err != nil {
 		return false, fmt.Errorf("looking for orphans of %s: %w", tr.tb.name(), s.err)
 	}
-	if lo, hi, ok := tr.probedSpan(); !ok || lo > s.lo || hi < s.hi {
+	if lo, hi, ok := tr.probedSpan(); s.gaveUp || !ok || lo > s.lo || hi < s.hi {
 		return false, nil
 	}
 	tr.mu.Lock()
