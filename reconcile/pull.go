@@ -283,12 +283,6 @@ func (p *puller) close() {
 	}
 }
 
-// pulledRow is what a row's reply said.
-type pulledRow struct {
-	keyHash
-	ver, cached string // "_v" and "_h" when the cached hash must be refreshed
-}
-
 // rowSig is the signature of the column list that prefixes cached row hashes (the script's sig).
 func (tb *table) rowSig() string {
 	tb.sigOnce.Do(func() {
@@ -313,94 +307,127 @@ func (tb *table) rowSig() string {
 // digest hashes the row keys and checks which probe keys exist, like the digest script in "f" mode, and caches
 // the rows' hashes in "_h" where they are missing or stale.
 func (p *puller) digest(ctx context.Context, rdb redis.UniversalClient, tb *table, rows, probes []string) (*digestResult, error) {
-	sig := tb.rowSig()
-	d := &digestResult{hashes: make([]keyHash, len(rows))}
-	var refresh []string // key, version, cached hash triples
-	for lo := 0; lo < len(rows) || lo-len(rows) < len(probes); {
-		n := firstCallKeys // until a row was read: its size is unknown
-		if rb := p.rowBytes.Load(); rb > 0 {
-			n = int(min(max(pullBatchBytes/rb, 1), pullBatchKeys))
+	pl := &pull{p: p, tb: tb, sig: tb.rowSig(), rows: rows, probes: probes,
+		d: &digestResult{hashes: make([]keyHash, len(rows))}}
+	for attempt, from := 0, -1; pl.lo < len(rows)+len(probes); attempt++ {
+		if pl.lo > from { // progress since the last error: a fresh count of attempts
+			attempt, from = 0, pl.lo
 		}
-		hi := min(lo+n, len(rows)+len(probes))
-		var got []pulledRow
-		var hits []int
-		var err error
-		for attempt := 0; ; attempt++ {
-			got, hits, err = p.batch(ctx, tb, sig, rows, probes, lo, hi)
-			var ne net.Error
-			if err == nil || ctx.Err() != nil || attempt == 2 || !(errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
-				break
-			}
+		err := pl.run(ctx)
+		if err == nil {
+			break
 		}
-		if err != nil {
+		var ne net.Error
+		if ctx.Err() != nil || attempt == 2 || !(errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
 			return nil, fmt.Errorf("reading rows of %s in Redis: %w", tb.name(), err)
 		}
-		for i, g := range got {
-			d.hashes[lo+i] = g.keyHash
-			switch {
-			case g.bad:
-				d.count++
-				d.xor ^= badRowHash
-			case g.exists:
-				d.count++
-				d.xor ^= g.hash
-				if g.ver != "" {
-					refresh = append(refresh, rows[lo+i], g.ver, g.cached)
-				}
-			}
-		}
-		d.hits = append(d.hits, hits...)
-		lo = hi
 	}
-	if len(refresh) > 0 {
-		if err := cacheHashes(ctx, rdb, refresh); err != nil {
+	if len(pl.refresh) > 0 {
+		if err := cacheHashes(ctx, rdb, pl.refresh); err != nil {
 			return nil, fmt.Errorf("caching row hashes of %s in Redis: %w", tb.name(), err)
 		}
 	}
-	return d, nil
+	return pl.d, nil
 }
 
-// batch reads keys [lo, hi) of rows followed by probes in one pipeline: HGETALL for rows, EXISTS for probes.
-func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes []string, lo, hi int) (got []pulledRow, hits []int, err error) {
-	c, err := p.get(ctx)
+// pull is the reading of one range's keys: rows followed by probes, in pipelined batches.
+type pull struct {
+	p            *puller
+	tb           *table
+	sig          string
+	rows, probes []string
+	lo           int // keys before lo are done
+	d            *digestResult
+	refresh      []string // key, version, cached hash triples
+	// scratch of recv
+	spans [][2]int
+	row   change.Row
+	hbuf  []byte
+}
+
+// next is the end of the batch that starts at lo.
+func (pl *pull) next(lo int) int {
+	n := firstCallKeys // until a row was read: its size is unknown
+	if rb := pl.p.rowBytes.Load(); rb > 0 {
+		n = int(min(max(pullBatchBytes/rb, 1), pullBatchKeys))
+	}
+	return min(lo+n, len(pl.rows)+len(pl.probes))
+}
+
+// run reads the keys from pl.lo on over one connection. The next batch is sent before the replies of the
+// current one are parsed, so Redis has the next commands at hand while the reconciler hashes rows.
+func (pl *pull) run(ctx context.Context) (err error) {
+	c, err := pl.p.get(ctx)
 	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	defer func() {
 		if err != nil {
 			c.nc.Close()
 		} else {
-			p.put(c)
+			pl.p.put(c)
 		}
 	}()
-	stop := c.watch(ctx, p.opts)
+	stop := c.watch(ctx, pl.p.opts)
 	defer stop()
+	total := len(pl.rows) + len(pl.probes)
+	hi := pl.next(pl.lo)
+	if err := pl.send(c, pl.lo, hi); err != nil {
+		return err
+	}
+	for {
+		hi2 := hi
+		if hi < total {
+			hi2 = pl.next(hi)
+			if err := pl.send(c, hi, hi2); err != nil {
+				return err
+			}
+		}
+		if err := pl.recv(c.rd, hi); err != nil {
+			return err
+		}
+		if hi == total {
+			return nil
+		}
+		hi = hi2
+	}
+}
+
+// send writes the commands of keys [lo, hi): HGETALL for rows, EXISTS for probes.
+func (pl *pull) send(c *rawConn, lo, hi int) error {
 	for i := lo; i < hi; i++ {
-		if i < len(rows) {
-			c.command("HGETALL", rows[i])
+		if i < len(pl.rows) {
+			c.command("HGETALL", pl.rows[i])
 		} else {
-			c.command("EXISTS", probes[i-len(rows)])
+			c.command("EXISTS", pl.probes[i-len(pl.rows)])
 		}
 	}
-	if err := c.wr.Flush(); err != nil {
-		return nil, nil, err
+	return c.wr.Flush()
+}
+
+// recv parses the replies of keys [pl.lo, hi) and adds them to pl.d; pl.lo moves to hi once all are parsed.
+func (pl *pull) recv(rb *respBuf, hi int) error {
+	tb, rows, probes := pl.tb, pl.rows, pl.probes
+	if pl.spans == nil {
+		pl.spans, pl.row = make([][2]int, len(tb.cols)), make(change.Row, len(tb.cols))
 	}
 	var (
-		rb    = c.rd
-		spans = make([][2]int, len(tb.cols))
-		row   = make(change.Row, len(tb.cols))
-		hbuf  []byte
-		nread int64 // reply bytes of the rows that exist
-		nrows int64
+		spans, row = pl.spans, pl.row
+		count      int64
+		xor        uint64
+		hits       []int
+		refresh    []string
+		nread      int64 // reply bytes of the rows that exist
+		nrows      int64
 	)
-	for i := lo; i < hi; i++ {
+	for i := pl.lo; i < hi; i++ {
 		typ, n, pos, err := rb.header(0)
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		if i >= len(rows) {
 			if typ != ':' {
-				return nil, nil, fmt.Errorf("EXISTS %s: %q", probes[i-len(rows)], rb.text(0, pos-2))
+				return fmt.Errorf("EXISTS %s: %q", probes[i-len(rows)], rb.text(0, pos-2))
 			}
 			if n != 0 {
 				hits = append(hits, i-len(rows))
@@ -412,16 +439,18 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 		case typ == '-':
 			msg := rb.text(1, pos-2)
 			if !bytes.HasPrefix(msg, []byte("WRONGTYPE")) {
-				return nil, nil, fmt.Errorf("HGETALL %s: %s", rows[i], msg)
+				return fmt.Errorf("HGETALL %s: %s", rows[i], msg)
 			}
-			got = append(got, pulledRow{keyHash: keyHash{exists: true, bad: true}})
+			pl.d.hashes[i] = keyHash{exists: true, bad: true}
+			count++
+			xor ^= badRowHash
 			rb.consume(pos)
 			continue
 		case typ != '*':
-			return nil, nil, fmt.Errorf("HGETALL %s: unexpected reply %q", rows[i], rb.text(0, pos-2))
+			return fmt.Errorf("HGETALL %s: unexpected reply %q", rows[i], rb.text(0, pos-2))
 		}
 		if n <= 0 {
-			got = append(got, pulledRow{})
+			pl.d.hashes[i] = keyHash{}
 			rb.consume(pos)
 			continue
 		}
@@ -434,10 +463,10 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 		for f := 0; f < n/2; f++ {
 			var name, val [2]int
 			if name, pos, err = rb.bulkAt(pos); err != nil {
-				return nil, nil, err
+				return err
 			}
 			if val, pos, err = rb.bulkAt(pos); err != nil {
-				return nil, nil, err
+				return err
 			}
 			nb := rb.text(name[0], name[1])
 			j, ok := guess, guess < len(tb.fieldNames) && string(nb) == tb.fieldNames[guess]
@@ -470,28 +499,34 @@ func (p *puller) batch(ctx context.Context, tb *table, sig string, rows, probes 
 			}
 		}
 		var h uint64
-		h, hbuf = tb.rowHashBuf(hbuf, row, extra)
-		r := pulledRow{keyHash: keyHash{exists: true, hash: h}}
+		h, pl.hbuf = tb.rowHashBuf(pl.hbuf, row, extra)
+		pl.d.hashes[i] = keyHash{exists: true, hash: h}
+		count++
+		xor ^= h
 		var hx [24]byte
 		var hb [8]byte
-		copy(hx[:8], sig)
+		copy(hx[:8], pl.sig)
 		binary.BigEndian.PutUint64(hb[:], h)
 		hex.Encode(hx[8:], hb[:])
 		if ver[0] >= 0 && (cached[0] < 0 || !bytes.Equal(rb.text(cached[0], cached[1]), hx[:])) {
-			r.ver, r.cached = string(rb.text(ver[0], ver[1])), string(hx[:])
+			refresh = append(refresh, rows[i], string(rb.text(ver[0], ver[1])), string(hx[:]))
 		}
-		got = append(got, r)
 		rb.consume(pos)
 	}
 	if nrows > 0 {
 		// Up at once, down slowly: a batch sized for small rows must not meet large ones.
 		mean := nread / int64(nrows)
-		if old := p.rowBytes.Load(); old > mean {
+		if old := pl.p.rowBytes.Load(); old > mean {
 			mean = (old*3 + mean) / 4
 		}
-		p.rowBytes.Store(max(mean, 1))
+		pl.p.rowBytes.Store(max(mean, 1))
 	}
-	return got, hits, nil
+	pl.d.count += count
+	pl.d.xor ^= xor
+	pl.d.hits = append(pl.d.hits, hits...)
+	pl.refresh = append(pl.refresh, refresh...)
+	pl.lo = hi
+	return nil
 }
 
 // cacheScript stores row hashes in "_h": KEYS are row keys, ARGV (version, "_h") pairs; a row whose "_v" is no

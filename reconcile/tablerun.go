@@ -86,6 +86,12 @@ type tableRun struct {
 	cbMu sync.Mutex // serializes opts.Progress calls
 }
 
+// comparers is the number of ranges whose Redis side is read at once, while the next MySQL range is read. Three
+// keep both Redis and the reconciler busy on two cores: each range's reads are pipelined, and a third range fills
+// the gaps when the other two wait for MySQL or hash rows (a full 1,000,000-row pass: 3.6 s with two, 3.2 s with
+// three; BENCHMARKS.md, nineteenth session).
+const comparers = 3
+
 func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 	tr.found, tr.repaired, tr.finished = map[string]int64{}, map[string]int64{}, map[int]*chunk{}
 	tr.doneUpTo = after
@@ -129,7 +135,7 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 			fail(err)
 		}
 	})
-	for range 2 {
+	for range comparers {
 		cmp.Go(func() {
 			for c := range chunks {
 				equal, err := tr.compare(ctx, c)
