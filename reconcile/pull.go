@@ -225,7 +225,27 @@ func parseNumber(b []byte) (int, error) {
 }
 
 // bulkAt parses the bulk string at off: its bytes are [span[0], span[1]), the next reply line starts at next.
+// A bulk string already buffered whole is parsed inline (two thirds of the parsing time of a full pass went to
+// the general path).
 func (rb *respBuf) bulkAt(off int) (span [2]int, next int, err error) {
+	if b := rb.b[rb.r+off : rb.w]; len(b) >= 5 && b[0] == '$' {
+		n, i := 0, 1
+		for ; i < len(b) && i < 10; i++ {
+			c := b[i]
+			if c < '0' || c > '9' {
+				break
+			}
+			n = n*10 + int(c-'0')
+		}
+		if end := i + 2 + n; i > 1 && end+2 <= len(b) && b[i] == '\r' && b[i+1] == '\n' && b[end] == '\r' && b[end+1] == '\n' {
+			return [2]int{off + i + 2, off + end}, off + end + 2, nil
+		}
+	}
+	return rb.bulkSlow(off)
+}
+
+// bulkSlow is bulkAt for a bulk string not buffered whole, or not a bulk string.
+func (rb *respBuf) bulkSlow(off int) (span [2]int, next int, err error) {
 	typ, n, next, err := rb.header(off)
 	if err != nil {
 		return span, 0, err
@@ -470,7 +490,7 @@ func (pl *pull) recv(rb *respBuf, hi int) error {
 			}
 			nb := rb.text(name[0], name[1])
 			j, ok := guess, guess < len(tb.fieldNames) && string(nb) == tb.fieldNames[guess]
-			if !ok {
+			if !ok && (len(nb) == 0 || nb[0] != '_') { // no column's field starts with '_' (loadTable)
 				j, ok = tb.fieldIndex[string(nb)]
 			}
 			if ok {

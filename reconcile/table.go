@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/hex"
@@ -308,26 +309,36 @@ func (tb *table) pkKeyExpr() string {
 	return "CONCAT_WS(':', " + strings.Join(parts, ", ") + ")"
 }
 
-// decodePKList decodes a GROUP_CONCAT list of pkKeyExpr values.
+// decodePKList decodes a GROUP_CONCAT list of pkKeyExpr values. The values of numbers are slices of s, which
+// the caller must not change; the key slices of all rows share one array (a full pass decodes a million keys).
 func (tb *table) decodePKList(s []byte) ([][][]byte, error) {
 	if len(s) == 0 {
 		return nil, nil
 	}
-	items := strings.Split(string(s), ",")
-	out := make([][][]byte, len(items))
-	for i, it := range items {
-		vals := strings.Split(it, ":")
-		if len(vals) != len(tb.t.PK) {
-			return nil, fmt.Errorf("decoding the key list of %s: %q has %d values, the key %d columns", tb.name(), it, len(vals), len(tb.t.PK))
+	nk := len(tb.t.PK)
+	items := bytes.Count(s, []byte{','}) + 1
+	out := make([][][]byte, items)
+	vals := make([][]byte, items*nk)
+	for i := range out {
+		it := s
+		if c := bytes.IndexByte(s, ','); c >= 0 {
+			it, s = s[:c], s[c+1:]
 		}
-		pk := make([][]byte, len(vals))
-		for j, v := range vals {
+		if n := bytes.Count(it, []byte{':'}) + 1; n != nk {
+			return nil, fmt.Errorf("decoding the key list of %s: %q has %d values, the key %d columns", tb.name(), it, n, nk)
+		}
+		pk := vals[i*nk : (i+1)*nk : (i+1)*nk]
+		for j := range pk {
+			v := it
+			if c := bytes.IndexByte(it, ':'); c >= 0 {
+				v, it = it[:c], it[c+1:]
+			}
 			if tb.cols[tb.t.PK[j]].pk == pkNumber {
-				pk[j] = []byte(v)
+				pk[j] = v[:len(v):len(v)]
 				continue
 			}
-			b, err := hex.DecodeString(v)
-			if err != nil {
+			b := make([]byte, hex.DecodedLen(len(v)))
+			if _, err := hex.Decode(b, v); err != nil {
 				return nil, fmt.Errorf("decoding the key list of %s: %w", tb.name(), err)
 			}
 			pk[j] = b
@@ -441,15 +452,30 @@ func (tb *table) in(pks [][][]byte) (string, error) {
 
 // key renders the Redis key of a primary key.
 func (tb *table) key(s *sink.Sink, pk [][]byte) (string, error) {
-	return tb.keyInto(s, pk, make(change.Row, len(tb.t.Columns)))
-}
-
-// keyInto is key with a scratch row of the table's width (its primary-key values are overwritten).
-func (tb *table) keyInto(s *sink.Sink, pk [][]byte, row change.Row) (string, error) {
+	row := make(change.Row, len(tb.t.Columns))
 	for i, c := range tb.t.PK {
 		row[c] = pk[i]
 	}
 	return s.Key(tb.t, row)
+}
+
+// keys renders the Redis keys of primary keys.
+func (tb *table) keys(s *sink.Sink, pks [][][]byte) ([]string, error) {
+	key, err := s.KeyFunc(tb.t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, len(pks))
+	row := make(change.Row, len(tb.t.Columns)) // scratch: only the primary-key values are set
+	for i, pk := range pks {
+		for j, c := range tb.t.PK {
+			row[c] = pk[j]
+		}
+		if out[i], err = key(row); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // pkOf returns the primary-key values of a full row.

@@ -302,6 +302,16 @@ func (s *Sink) Key(t *change.Table, row change.Row) (string, error) {
 	return renderKey(s.opts.Prefix, ts.segs, t, row)
 }
 
+// KeyFunc returns Key bound to table t, for rendering many keys of one table (the table's options are looked
+// up once).
+func (s *Sink) KeyFunc(t *change.Table) (func(row change.Row) (string, error), error) {
+	ts, err := s.table(t)
+	if err != nil {
+		return nil, err
+	}
+	return func(row change.Row) (string, error) { return renderKey(s.opts.Prefix, ts.segs, t, row) }, nil
+}
+
 // op is one fenced operation on one key.
 type op struct {
 	ts   *tableState
