@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"os/exec"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/binlogsync/binlogsync/app"
 	"github.com/binlogsync/binlogsync/reconcile"
 	"github.com/binlogsync/binlogsync/sink"
 )
@@ -111,6 +113,7 @@ func reportReconcilePass(b *testing.B, t reconcile.TableReport, cpu cpuTimes) {
 // earlier passes) with pt-table-checksum over the same table (which reads MySQL
 // only), and a pass that finds and repairs 1% drift.
 func BenchmarkReconcile(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(app.DefaultGCPercent)) // as cmd/reconciler sets it
 	e := newReconcileEnv(b)
 	for _, mode := range []struct {
 		name           string

@@ -58,7 +58,8 @@ func dialRaw(ctx context.Context, o *redis.Options) (*rawConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &rawConn{nc: nc, rd: &respBuf{src: nc, b: make([]byte, 64<<10)}, wr: bufio.NewWriterSize(nc, 64<<10)}
+	// 256 KiB reads: a full pass reads about 400 bytes a row.
+	c := &rawConn{nc: nc, rd: &respBuf{src: nc, b: make([]byte, 256<<10)}, wr: bufio.NewWriterSize(nc, 64<<10)}
 	user, pass := o.Username, o.Password
 	switch {
 	case o.CredentialsProviderContext != nil:
