@@ -13,6 +13,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,7 +31,8 @@ import (
 // quarter of the time. go-redis would decode every field into a string of its own (5 µs of reconciler CPU a
 // row), so the replies are parsed here, straight from the read buffer.
 
-// pullBatchBytes bounds the reply bytes one pipelined batch is sized for, and pullBatchKeys its keys.
+// pullBatchBytes bounds the reply bytes one pipelined batch is sized for, and pullBatchKeys its keys. Two batches
+// of a connection are in flight at a time (pull.run), so Redis buffers at most about twice that for it.
 const (
 	pullBatchBytes = 4 << 20
 	pullBatchKeys  = 512
@@ -267,8 +269,10 @@ func (rb *respBuf) bulkSlow(off int) (span [2]int, next int, err error) {
 type puller struct {
 	opts *redis.Options
 	pool chan *rawConn
-	// rowBytes is the mean reply bytes of a row read so far, which sizes the batches.
-	rowBytes atomic.Int64
+	// sizes holds, per table ("db.table"), the mean reply bytes of its rows read so far (*atomic.Int64), which
+	// sizes its batches. Per table: a table of large rows read after one of small rows must not get batches sized
+	// for those (Redis would buffer their replies whole).
+	sizes sync.Map
 }
 
 func newPuller(o *redis.Options) *puller {
@@ -328,7 +332,7 @@ func (tb *table) rowSig() string {
 // digest hashes the row keys and checks which probe keys exist, like the digest script in "f" mode, and caches
 // the rows' hashes in "_h" where they are missing or stale.
 func (p *puller) digest(ctx context.Context, rdb redis.UniversalClient, tb *table, rows, probes []string) (*digestResult, error) {
-	pl := &pull{p: p, tb: tb, sig: tb.rowSig(), rows: rows, probes: probes,
+	pl := &pull{p: p, tb: tb, sig: tb.rowSig(), rows: rows, probes: probes, rowBytes: p.rowBytes(tb.name()),
 		d: &digestResult{hashes: make([]keyHash, len(rows))}}
 	for attempt, from := 0, -1; pl.lo < len(rows)+len(probes); attempt++ {
 		if pl.lo > from { // progress since the last error: a fresh count of attempts
@@ -351,6 +355,15 @@ func (p *puller) digest(ctx context.Context, rdb redis.UniversalClient, tb *tabl
 	return pl.d, nil
 }
 
+// rowBytes is the mean reply bytes of the rows of table name read so far, 0 before the first.
+func (p *puller) rowBytes(name string) *atomic.Int64 {
+	if v, ok := p.sizes.Load(name); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := p.sizes.LoadOrStore(name, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
 // pull is the reading of one range's keys: rows followed by probes, in pipelined batches.
 type pull struct {
 	p            *puller
@@ -359,7 +372,8 @@ type pull struct {
 	rows, probes []string
 	lo           int // keys before lo are done
 	d            *digestResult
-	refresh      []string // key, version, cached hash triples
+	refresh      []string      // key, version, cached hash triples
+	rowBytes     *atomic.Int64 // the table's mean reply bytes of a row (puller.rowBytes)
 	// scratch of recv
 	spans [][2]int
 	row   change.Row
@@ -369,7 +383,7 @@ type pull struct {
 // next is the end of the batch that starts at lo.
 func (pl *pull) next(lo int) int {
 	n := firstCallKeys // until a row was read: its size is unknown
-	if rb := pl.p.rowBytes.Load(); rb > 0 {
+	if rb := pl.rowBytes.Load(); rb > 0 {
 		n = int(min(max(pullBatchBytes/rb, 1), pullBatchKeys))
 	}
 	return min(lo+n, len(pl.rows)+len(pl.probes))
@@ -537,10 +551,10 @@ func (pl *pull) recv(rb *respBuf, hi int) error {
 	if nrows > 0 {
 		// Up at once, down slowly: a batch sized for small rows must not meet large ones.
 		mean := nread / int64(nrows)
-		if old := pl.p.rowBytes.Load(); old > mean {
+		if old := pl.rowBytes.Load(); old > mean {
 			mean = (old*3 + mean) / 4
 		}
-		pl.p.rowBytes.Store(max(mean, 1))
+		pl.rowBytes.Store(max(mean, 1))
 	}
 	pl.d.count += count
 	pl.d.xor ^= xor

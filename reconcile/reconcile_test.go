@@ -389,14 +389,23 @@ func TestRowsHashedInTheReconciler(t *testing.T) {
 func TestLargeRowsHashedInTheReconciler(t *testing.T) {
 	f := newFixture(t)
 	f.exec("CREATE TABLE big (id INT PRIMARY KEY, v LONGBLOB)",
-		"INSERT INTO big SELECT seq, REPEAT(CHAR(65 + seq % 26), 1048576) FROM seq_1_to_40")
+		"INSERT INTO big SELECT seq, REPEAT(CHAR(65 + seq % 26), 1048576) FROM seq_1_to_40",
+		"CREATE TABLE small (id INT PRIMARY KEY, v INT)", "INSERT INTO small SELECT seq, seq FROM seq_1_to_2000")
 	r := f.reconciler(1000)
 	f.run(r, PassOptions{})
-	if tr := tableReport(t, f.run(r, PassOptions{}), "big"); tr.Drift() != 0 || tr.Rows != 40 {
+	rep := f.run(r, PassOptions{})
+	if tr := tableReport(t, rep, "big"); tr.Drift() != 0 || tr.Rows != 40 {
 		t.Fatalf("second pass: %+v, want 40 rows and no drift", tr)
 	}
-	if b := r.redis.pull.rowBytes.Load(); b < 1<<20 || pullBatchBytes/b > 4 {
+	if tr := tableReport(t, rep, "small"); tr.Drift() != 0 || tr.Rows != 2000 {
+		t.Fatalf("second pass: %+v, want 2000 rows and no drift", tr)
+	}
+	if b := r.redis.pull.rowBytes(f.db + ".big").Load(); b < 1<<20 || pullBatchBytes/b > 4 {
 		t.Fatalf("mean row bytes %d: want batches of at most 4 rows of 1 MiB", b)
+	}
+	// The batches are sized per table: the small rows keep batches of pullBatchKeys.
+	if b := r.redis.pull.rowBytes(f.db + ".small").Load(); b == 0 || pullBatchBytes/b < pullBatchKeys {
+		t.Fatalf("mean row bytes of the small table %d: want full batches", b)
 	}
 }
 
