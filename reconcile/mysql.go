@@ -96,7 +96,10 @@ func (cn *conn) query(ctx context.Context, q string) ([][][]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = cn.c.Close() })
+	// The network connection itself: go-mysql's Close also resets the packet sequence, which the query's goroutine
+	// may be writing.
+	nc := cn.c.Conn.Conn
+	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
 	defer stop()
 	res, err := cn.c.Execute(q)
 	if err != nil {
