@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/binlogsync/binlogsync/change"
@@ -29,7 +30,8 @@ type chunk struct {
 	keys  []string
 	count int64
 	xor   uint64
-	// hashes are the rows' MySQL hashes, in key order.
+	// hashes are the rows' MySQL hashes, in key order, when the digest query listed them (see tableRun.differing);
+	// nil otherwise.
 	hashes []uint64
 	// probes are keys of integer primary keys between and around the rows, where an orphan would live.
 	probes []string
@@ -69,7 +71,11 @@ type tableRun struct {
 	doneUpTo [][]byte       // every row up to this key is reconciled
 	saved    time.Time      // when progress was last saved
 	stalled  bool           // the stream did not move during a whole settle wait: stop waiting for it
-	slotKeys []int64        // with a key index: row keys found in Redis, by slot
+	// differing is whether the range compared last differed. While it is set, the digest queries also list each
+	// row's hash, so that fix need not hash the range in MySQL a second time (under drift spread over the whole
+	// table, every range differs; without drift, none does).
+	differing atomic.Bool
+	slotKeys  []int64 // with a key index: row keys found in Redis, by slot
 	// probed is the span of integer keys [lo, hi] every one of which was compared or probed in this run (set by
 	// the digest producer, read after it ends); an orphan SCAN need not look up keys inside it in MySQL.
 	probed struct {
@@ -200,12 +206,11 @@ func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
 	return nil
 }
 
-// chunkQuery is the digest query of the n rows after lower: their count, the list of their primary keys and the
-// list of their hashes, 16 hex digits each, in the same order (the derived table is materialized, so each row is
-// hashed once). The reconciler XORs the hashes: BIT_XOR over CAST(CONV(hash, 16, 10) AS UNSIGNED) in MariaDB
-// cost 7 % more of its time than a second GROUP_CONCAT, and with the hashes listed, a range that differs needs no
-// second query to find its rows that differ.
-func (tr *tableRun) chunkQuery(lower [][]byte, n int) (string, error) {
+// chunkQuery is the digest query of the n rows after lower: count, xor of the row hashes and the list of their
+// primary keys, computed in MySQL (the derived table is materialized, so each row is hashed once). (Listing every
+// row's hash and XORing them in the reconciler cost MariaDB 7 % less, but the digest is then no longer MySQL's,
+// and the hashes cross the network: 16 bytes a row.)
+func (tr *tableRun) chunkQuery(lower [][]byte, n int, withHashes bool) (string, error) {
 	tb := tr.tb
 	cond, err := tb.after(lower)
 	if err != nil {
@@ -221,16 +226,22 @@ func (tr *tableRun) chunkQuery(lower [][]byte, n int) (string, error) {
 		aliases += a
 		inner += quoteIdent(tb.cols[c].name) + " AS " + a + ", "
 	}
-	// The lists follow the key order. An integer key's lists are sorted in Go (sortIntKeys) instead: GROUP_CONCAT's
+	// The lists follow the key order. An integer key's list is sorted in Go (sortIntKeys) instead: GROUP_CONCAT's
 	// ORDER BY costs MariaDB a sort of every range, 15 % of the digest queries' time, and the rows arrive in
 	// order from the derived table anyway.
 	order := " ORDER BY " + aliases
 	if tb.intPK {
 		order = ""
 	}
-	return fmt.Sprintf("SELECT COUNT(*), GROUP_CONCAT(__k%s SEPARATOR ','), GROUP_CONCAT(__x%s SEPARATOR '') FROM "+
-		"(SELECT %s%s AS __k, %s AS __x FROM %s WHERE %s ORDER BY %s LIMIT %d) AS __c",
-		order, order, inner, tb.pkKeyExpr(), tb.rowHashExpr(), tb.quoted, cond, tb.pkOrder(), n), nil
+	if withHashes { // and the row hashes, 16 hex digits each, in the same order
+		return fmt.Sprintf("SELECT COUNT(*), IFNULL(BIT_XOR(CAST(CONV(__x, 16, 10) AS UNSIGNED)), 0), "+
+			"GROUP_CONCAT(__k%s SEPARATOR ','), GROUP_CONCAT(__x%s SEPARATOR '') FROM "+
+			"(SELECT %s%s AS __k, %s AS __x FROM %s WHERE %s ORDER BY %s LIMIT %d) AS __c",
+			order, order, inner, tb.pkKeyExpr(), tb.rowHashExpr(), tb.quoted, cond, tb.pkOrder(), n), nil
+	}
+	return fmt.Sprintf("SELECT COUNT(*), IFNULL(BIT_XOR(__h), 0), GROUP_CONCAT(__k%s SEPARATOR ',') FROM "+
+		"(SELECT %s%s AS __k, CAST(CONV(%s, 16, 10) AS UNSIGNED) AS __h FROM %s WHERE %s ORDER BY %s LIMIT %d) AS __c",
+		order, inner, tb.pkKeyExpr(), tb.rowHashExpr(), tb.quoted, cond, tb.pkOrder(), n), nil
 }
 
 // sortIntKeys puts the keys of a range of an integer primary key in order (and hashes, when not nil, with them),
@@ -287,7 +298,8 @@ func (tr *tableRun) produce(ctx context.Context, cn *conn, lower [][]byte, out c
 	started := time.Now()
 	var rows int64
 	for seq := 0; ; seq++ {
-		q, err := tr.chunkQuery(lower, n)
+		withHashes := tr.differing.Load()
+		q, err := tr.chunkQuery(lower, n, withHashes)
 		if err != nil {
 			return err
 		}
@@ -297,25 +309,31 @@ func (tr *tableRun) produce(ctx context.Context, cn *conn, lower [][]byte, out c
 			return fmt.Errorf("computing the digest of a range of %s: %w", tr.tb.name(), err)
 		}
 		took := time.Since(t0)
-		if len(res) != 1 || len(res[0]) != 3 {
+		cols := 3
+		if withHashes {
+			cols = 4
+		}
+		if len(res) != 1 || len(res[0]) != cols {
 			return fmt.Errorf("computing the digest of a range of %s: unexpected result shape", tr.tb.name())
 		}
 		c := &chunk{seq: seq, lower: lower}
 		if c.count, err = strconv.ParseInt(string(res[0][0]), 10, 64); err != nil {
 			return fmt.Errorf("computing the digest of a range of %s: count %q: %w", tr.tb.name(), res[0][0], err)
 		}
-		if c.pks, err = tr.tb.decodePKList(res[0][1]); err != nil {
+		if c.xor, err = strconv.ParseUint(string(res[0][1]), 10, 64); err != nil {
+			return fmt.Errorf("computing the digest of a range of %s: digest %q: %w", tr.tb.name(), res[0][1], err)
+		}
+		if c.pks, err = tr.tb.decodePKList(res[0][2]); err != nil {
 			return err
 		}
 		if int64(len(c.pks)) != c.count {
 			return fmt.Errorf("computing the digest of a range of %s: %d keys listed for %d rows (is group_concat_max_len capped?)",
 				tr.tb.name(), len(c.pks), c.count)
 		}
-		if c.hashes, err = parseHashList(res[0][2], len(c.pks)); err != nil {
-			return fmt.Errorf("computing the digest of a range of %s: %w", tr.tb.name(), err)
-		}
-		for _, h := range c.hashes {
-			c.xor ^= h
+		if withHashes {
+			if c.hashes, err = parseHashList(res[0][3], len(c.pks)); err != nil {
+				return fmt.Errorf("computing the digest of a range of %s: %w", tr.tb.name(), err)
+			}
 		}
 		if tr.tb.intPK {
 			sortIntKeys(c.pks, c.hashes)
@@ -456,6 +474,7 @@ func (tr *tableRun) compare(ctx context.Context, c *chunk) (bool, error) {
 	c.redis = d
 	tr.countIndexed(c, d)
 	equal := d.count == c.count && d.xor == c.xor && len(d.hits) == 0
+	tr.differing.Store(!equal)
 	tr.mu.Lock()
 	tr.rep.Ranges++
 	tr.rep.Rows += c.count
@@ -466,10 +485,9 @@ func (tr *tableRun) compare(ctx context.Context, c *chunk) (bool, error) {
 	return equal, nil
 }
 
-// fix finds the rows that differ in a range, at a consistent snapshot: each row's hash in MySQL (listed by the
-// digest query, or hashed again at the snapshot when probes found orphan keys) against its hash in Redis from the
-// range's digest, then the full MySQL rows of the keys that differ. The Redis hashes are older than the snapshot;
-// settle reads the keys again before deciding anything.
+// fix finds the rows that differ in a range, at a consistent snapshot: each row's hash in MySQL against its hash in
+// Redis from the range's digest, then the full MySQL rows of the keys that differ. The Redis hashes are older
+// than the snapshot; settle reads the keys again before deciding anything.
 func (tr *tableRun) fix(ctx context.Context, cn *conn, c *chunk) (*settleItem, error) {
 	tb := tr.tb
 	snap, err := cn.begin(ctx, tr.r.cfg.DB, tr.r.cfg.Flavor, tr.epoch)
@@ -513,7 +531,7 @@ func (tr *tableRun) fix(ctx context.Context, cn *conn, c *chunk) (*settleItem, e
 		return it, cn.commit(ctx)
 	}
 
-	if len(c.redis.hits) == 0 {
+	if c.hashes != nil && len(c.redis.hits) == 0 {
 		return tr.fixListed(ctx, cn, c, it, addRows)
 	}
 
