@@ -452,11 +452,11 @@ func (tb *table) in(pks [][][]byte) (string, error) {
 
 // key renders the Redis key of a primary key.
 func (tb *table) key(s *sink.Sink, pk [][]byte) (string, error) {
-	row := make(change.Row, len(tb.t.Columns))
-	for i, c := range tb.t.PK {
-		row[c] = pk[i]
+	k, err := tb.keys(s, [][][]byte{pk})
+	if err != nil {
+		return "", err
 	}
-	return s.Key(tb.t, row)
+	return k[0], nil
 }
 
 // keys renders the Redis keys of primary keys.

@@ -88,8 +88,8 @@ type tableRun struct {
 
 // comparers is the number of ranges whose Redis side is read at once, while the next MySQL range is read. Three
 // keep both Redis and the reconciler busy on two cores: each range's reads are pipelined, and a third range fills
-// the gaps when the other two wait for MySQL or hash rows (a full 1,000,000-row pass: 3.6 s with two, 3.2 s with
-// three; BENCHMARKS.md, nineteenth session).
+// the gaps when the other two wait for MySQL or hash rows (a full 1,000,000-row pass with pipelined reads: 3.39 s
+// with two, 3.17 s with three; BENCHMARKS.md, nineteenth session).
 const comparers = 3
 
 func (tr *tableRun) run(ctx context.Context, after [][]byte) error {
